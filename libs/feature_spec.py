@@ -1,0 +1,102 @@
+"""The one feature spec: names, types, defaults and encodings of every raw feature.
+
+Read by the data preparation (column order of the training CSV), the TFX Transform
+(`pipelines/training/models/preprocessing.py`), the model export signatures and the
+serving side (`libs/feature_store.py`, the candidate and ranking services), so training
+and serving cannot disagree about a feature. Pure Python: both environments import it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+OCCUPATIONS = (
+    "administrator", "artist", "doctor", "educator", "engineer", "entertainment",
+    "executive", "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none",
+    "other", "programmer", "retired", "salesman", "scientist", "student", "technician",
+    "writer",
+)
+GENDERS = ("F", "M")
+AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # MovieLens 1M's age groups
+GENRE_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str  # "string" | "int64" | "float"
+    entity: str  # "user" | "item" | "context" | "label" | "id"
+    default: Any
+    encoding: str  # how Transform encodes it, see preprocessing.py
+    vocabulary: tuple = ()
+    boundaries: tuple = ()
+    # vocabulary computed from data by Transform (ids) rather than fixed here
+    learned_vocabulary_size: int = 0
+    description: str = ""
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("user_id", "string", "user", "", "learned_vocabulary",
+            learned_vocabulary_size=100_000, description="user identifier"),
+    Feature("age", "int64", "user", 30, "bucketize", boundaries=AGE_BOUNDARIES),
+    Feature("gender", "string", "user", "", "fixed_vocabulary", vocabulary=GENDERS),
+    Feature("occupation", "string", "user", "other", "fixed_vocabulary",
+            vocabulary=OCCUPATIONS),
+    Feature("item_id", "string", "item", "", "learned_vocabulary",
+            learned_vocabulary_size=100_000, description="item identifier"),
+    Feature("genres", "string", "item", "unknown", "multi_hot", vocabulary=GENRES,
+            description=f"genre names joined by '{GENRE_SEPARATOR}'"),
+    Feature("release_year", "int64", "item", 1990, "scale", boundaries=(1920, 2000),
+            description="scaled linearly so the boundaries map to 0 and 1"),
+    Feature("timestamp", "int64", "context", 0, "time_of_week",
+            description="seconds since the epoch of the request or rating"),
+    Feature("rating", "float", "label", 0.0, "label"),
+)
+BY_NAME = {f.name: f for f in FEATURES}
+LABEL = "rating"
+
+# Column order of the prepared training CSV (one row per rating).
+CSV_COLUMNS = tuple(f.name for f in FEATURES)
+USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
+ITEM_FEATURES = tuple(f.name for f in FEATURES if f.entity == "item")
+CONTEXT_FEATURES = tuple(f.name for f in FEATURES if f.entity == "context")
+
+# Inputs of the exported signatures that the services call.
+RETRIEVAL_INPUTS = USER_FEATURES + CONTEXT_FEATURES
+RANKING_INPUTS = USER_FEATURES + ITEM_FEATURES + CONTEXT_FEATURES
+
+# Names of the Transform outputs (model inputs), one per raw feature but the label.
+def transformed_name(name: str) -> str:
+    return f"{name}_xf"
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    retrieval: str = "retrieval"
+    ranking: str = "ranking"
+
+
+MODEL_NAMES = ModelNames()
+
+
+def default_row(names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: BY_NAME[n].default for n in names}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Converts a stored or requested value to the spec's type; None -> default."""
+    feature = BY_NAME[name]
+    if value is None or (isinstance(value, float) and value != value):
+        return feature.default
+    if feature.dtype == "string":
+        return str(value)
+    if feature.dtype == "int64":
+        return int(value)
+    return float(value)
+
+

@@ -1,0 +1,70 @@
+"""Configuration of one training run (schema; defaults in `pipeline.yaml`)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PipelineConfig:
+    workdir: str = "var"
+    pipeline_name: str = "recsys"
+    # MovieLens directory; "" = ../shared/data/ml-100k when present, else generated data
+    data_dir: str = ""
+    synthetic_users: int = 943
+    synthetic_items: int = 1682
+    synthetic_ratings: int = 100_000
+    seed: int = 42
+    train_fraction: float = 0.8
+    retrieval_train_steps: int = 300
+    ranking_train_steps: int = 400
+    eval_steps: int = 20
+    retrieval_k: int = 100
+    retrieval_min_accuracy: float = 0.05
+    retrieval_accuracy_tolerance: float = 0.01
+    ranking_max_rmse: float = 1.2
+    ranking_rmse_tolerance: float = 0.01
+    hyperparameters: dict[str, dict] = field(default_factory=dict)
+    beam_pipeline_args: list[str] = field(default_factory=lambda: [
+        "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+
+    def validate(self) -> None:
+        for name in ("synthetic_users", "synthetic_items", "synthetic_ratings",
+                     "retrieval_train_steps", "ranking_train_steps", "eval_steps",
+                     "retrieval_k"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"field '{name}' must be positive, got {getattr(self, name)}")
+        if not 0 < self.train_fraction < 1:
+            raise ValueError(f"field 'train_fraction' must be in (0, 1), "
+                             f"got {self.train_fraction}")
+        unknown = set(self.hyperparameters) - {"retrieval", "ranking"}
+        if unknown:
+            raise ValueError(f"field 'hyperparameters': unknown model(s) {sorted(unknown)}; "
+                             "allowed: ranking, retrieval")
+
+    def _path(self, *parts: str) -> str:
+        return os.path.abspath(os.path.join(self.workdir, *parts))
+
+    @property
+    def data_out(self) -> str:
+        return self._path("data")
+
+    @property
+    def examples_dir(self) -> str:
+        return self._path("data", "examples")
+
+    @property
+    def catalog_dir(self) -> str:
+        return self._path("data", "catalog")
+
+    @property
+    def pipeline_root(self) -> str:
+        return self._path("pipeline")
+
+    @property
+    def metadata_path(self) -> str:
+        return self._path("metadata.sqlite")
+
+    @property
+    def model_repo(self) -> str:
+        return self._path("model_repo")

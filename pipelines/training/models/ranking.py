@@ -1,0 +1,86 @@
+"""Ranking model: predicts a user's rating of an item (DCN), TFX Trainer `run_fn`.
+
+Inputs are user, item and context features; a cross layer learns their interactions.
+Exported signatures:
+  serving_default   raw feature tensors -> predicted_rating (what the ranking service calls)
+  serving_examples  serialized tf.Examples -> predicted_rating (what the Evaluator feeds)
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tensorflow_transform as tft
+
+from libs import feature_spec
+from libs.feature_spec import transformed_name
+from pipelines.training.models import towers
+
+INPUT_FEATURES = feature_spec.RANKING_INPUTS
+OUTPUT_KEY = "predicted_rating"
+DEFAULTS = {"batch_size": 1024, "learning_rate": 0.01, "hidden_units": [128, 64]}
+
+
+class RatingModel(tfrs.Model):
+    def __init__(self, sizes: dict[str, int], hp: dict):
+        super().__init__()
+        self.encoder = towers.FeatureEncoder(INPUT_FEATURES, sizes)
+        self.cross = tfrs.layers.dcn.Cross()
+        self.mlp = tf.keras.Sequential(
+            [tf.keras.layers.Dense(n, activation="relu") for n in hp["hidden_units"]]
+            + [tf.keras.layers.Dense(1)])
+        self.task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.MeanSquaredError(),
+            metrics=[tf.keras.metrics.RootMeanSquaredError()])
+
+    def call(self, features: dict) -> tf.Tensor:
+        x = self.encoder(features)
+        return tf.squeeze(self.mlp(self.cross(x, x)), axis=1)
+
+    def compute_loss(self, features, training=False):
+        labels = features[transformed_name(feature_spec.LABEL)]
+        return self.task(labels=labels, predictions=self(features))
+
+
+class RankingExport(tf.Module):
+    def __init__(self, tft_layer, model: RatingModel, raw_feature_spec: dict):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.model = model
+        self.raw_feature_spec = {k: v for k, v in raw_feature_spec.items()
+                                 if k in INPUT_FEATURES}
+
+    def predict(self, **raw):
+        rating = self.model(self.tft_layer(towers.as_column(raw)))
+        return {OUTPUT_KEY: tf.clip_by_value(rating, 1.0, 5.0)}
+
+    def predict_examples(self, examples):
+        parsed = tf.io.parse_example(examples, self.raw_feature_spec)
+        return self.predict(**{k: tf.reshape(v, [-1]) for k, v in parsed.items()})
+
+    def signatures(self) -> dict:
+        serve = tf.function(lambda **raw: self.predict(**raw))
+        parse = tf.function(lambda examples: self.predict_examples(examples))
+        return {
+            "serving_default": serve.get_concrete_function(
+                **towers.raw_input_signature(INPUT_FEATURES)),
+            "serving_examples": parse.get_concrete_function(
+                tf.TensorSpec([None], tf.string, name="examples")),
+        }
+
+
+def run_fn(fn_args) -> None:
+    hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = towers.dataset(fn_args, fn_args.train_files, tf_transform_output,
+                           hp["batch_size"])
+    evaluation = towers.dataset(fn_args, fn_args.eval_files, tf_transform_output,
+                                hp["batch_size"], shuffle=False)
+
+    model = RatingModel(towers.cardinalities(tf_transform_output), hp)
+    model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+              validation_data=evaluation.take(fn_args.eval_steps), verbose=2)
+
+    export = RankingExport(tf_transform_output.transform_features_layer(), model,
+                           tf_transform_output.raw_feature_spec())
+    tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())

@@ -1,0 +1,98 @@
+"""Two-tower retrieval model (TensorFlow Recommenders), TFX Trainer `run_fn`.
+
+Query tower: user id, demographics and time context. Candidate tower: item id, genres
+and release year. Trained with in-batch softmax; exported with a BruteForce top-k index
+over every catalog item, built from the candidate tower after training, so serving is one
+call: raw user features in, item ids and scores out. Only stock TensorFlow ops are in the
+graph, so TF Serving loads it.
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tensorflow_transform as tft
+
+from libs import feature_spec
+from pipelines.training.models import towers
+
+QUERY_FEATURES = feature_spec.USER_FEATURES + feature_spec.CONTEXT_FEATURES
+CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
+DEFAULTS = {"batch_size": 1024, "learning_rate": 0.05, "embedding_dim": 32,
+            "hidden_units": 64}
+
+
+class TwoTower(tfrs.Model):
+    def __init__(self, sizes: dict[str, int], hp: dict):
+        super().__init__()
+        layers = (hp["hidden_units"], hp["embedding_dim"])
+        self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, name="query_tower")
+        self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers,
+                                            name="candidate_tower")
+        # Metrics over the whole catalog are slow; the retrieval evaluator computes them.
+        self.task = tfrs.tasks.Retrieval()
+
+    def compute_loss(self, features, training=False):
+        return self.task(self.query_tower(features), self.candidate_tower(features),
+                         compute_metrics=not training)
+
+
+def read_catalog(catalog_dir: str) -> dict[str, list]:
+    """Raw item features of every catalog item, typed by the feature spec."""
+    with tf.io.gfile.GFile(os.path.join(catalog_dir, "items.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return {name: [feature_spec.coerce(name, row[name]) for row in rows]
+            for name in CANDIDATE_FEATURES}
+
+
+class RetrievalExport(tf.Module):
+    """What gets saved: Transform layer, query tower and the top-k index."""
+
+    def __init__(self, tft_layer, model: TwoTower, catalog: dict[str, list]):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.query_tower = model.query_tower
+        raw = towers.raw_tensors(catalog)
+        candidates = model.candidate_tower(tft_layer(towers.as_column(raw)))
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
+        self.index.index(candidates, identifiers=raw["item_id"])
+        self.num_items = len(catalog["item_id"])
+
+    def query_embedding(self, **raw):
+        return self.query_tower(self.tft_layer(towers.as_column(raw)))
+
+    def top_k(self, k, **raw):
+        k = tf.minimum(k, self.num_items)
+        scores, item_ids = self.index(self.query_embedding(**raw), k=k)
+        return {"item_ids": item_ids, "scores": scores}
+
+    def signatures(self) -> dict:
+        inputs = towers.raw_input_signature(QUERY_FEATURES)
+        top_k = tf.function(lambda k, **raw: self.top_k(k, **raw))
+        embed = tf.function(lambda **raw: {"embedding": self.query_embedding(**raw)})
+        return {
+            "serving_default": top_k.get_concrete_function(
+                k=tf.TensorSpec([], tf.int32, name="k"), **inputs),
+            "query_embedding": embed.get_concrete_function(**inputs),
+        }
+
+
+def run_fn(fn_args) -> None:
+    hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("retrieval", {})}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    sizes = towers.cardinalities(tf_transform_output)
+    train = towers.dataset(fn_args, fn_args.train_files, tf_transform_output,
+                           hp["batch_size"])
+    evaluation = towers.dataset(fn_args, fn_args.eval_files, tf_transform_output,
+                                hp["batch_size"], shuffle=False)
+
+    model = TwoTower(sizes, hp)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(hp["learning_rate"]))
+    model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+              validation_data=evaluation.take(fn_args.eval_steps), verbose=2)
+
+    catalog = read_catalog(fn_args.custom_config["catalog_dir"])
+    export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
+    tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())

@@ -1,0 +1,87 @@
+"""Small Keras building blocks over Transform outputs: feature encoders and towers."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from libs import feature_spec
+from libs.feature_spec import transformed_name
+
+EMBEDDING_DIMS = {"user_id": 32, "item_id": 32, "age": 4, "gender": 2, "occupation": 8}
+
+
+def cardinalities(tf_transform_output) -> dict[str, int]:
+    """Number of distinct indices each categorical Transform output can take."""
+    sizes = {}
+    for f in feature_spec.FEATURES:
+        if f.encoding == "learned_vocabulary":
+            sizes[f.name] = tf_transform_output.vocabulary_size_by_name(f.name) + 1  # + OOV
+        elif f.encoding == "fixed_vocabulary":
+            sizes[f.name] = len(f.vocabulary) + 1
+        elif f.encoding == "bucketize":
+            sizes[f.name] = len(f.boundaries) + 1
+    return sizes
+
+
+class FeatureEncoder(tf.keras.layers.Layer):
+    """Concatenates embeddings of categorical features and the dense ones as they are."""
+
+    def __init__(self, names: tuple[str, ...], sizes: dict[str, int], **kwargs):
+        super().__init__(**kwargs)
+        self.names = names
+        self.embeddings = {
+            n: tf.keras.layers.Embedding(sizes[n], EMBEDDING_DIMS[n], name=f"{n}_embedding")
+            for n in names if n in sizes}
+
+    def call(self, features: dict) -> tf.Tensor:
+        parts = []
+        for name in self.names:
+            x = features[transformed_name(name)]
+            if name in self.embeddings:
+                parts.append(self.embeddings[name](tf.reshape(x, [-1])))
+            else:
+                x = tf.cast(x, tf.float32)
+                parts.append(tf.reshape(x, [tf.shape(x)[0], -1]))
+        return tf.concat(parts, axis=1)
+
+
+class Tower(tf.keras.Model):
+    """Feature encoder followed by a ReLU MLP; the last layer is linear."""
+
+    def __init__(self, names: tuple[str, ...], sizes: dict[str, int],
+                 layer_sizes: tuple[int, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = FeatureEncoder(names, sizes)
+        self.dense = tf.keras.Sequential(
+            [tf.keras.layers.Dense(n, activation="relu") for n in layer_sizes[:-1]]
+            + [tf.keras.layers.Dense(layer_sizes[-1])])
+
+    def call(self, features: dict) -> tf.Tensor:
+        return self.dense(self.encoder(features))
+
+
+def dataset(fn_args, files, tf_transform_output, batch_size: int, shuffle: bool = True):
+    """Batches of transformed features (label included) from Transform's output."""
+    from tfx_bsl.public import tfxio
+    return fn_args.data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle,
+                                              num_epochs=None if shuffle else 1),
+        tf_transform_output.transformed_metadata.schema)
+
+
+DTYPES = {"string": tf.string, "int64": tf.int64, "float": tf.float32}
+
+
+def raw_input_signature(names: tuple[str, ...]) -> dict[str, tf.TensorSpec]:
+    return {n: tf.TensorSpec([None], DTYPES[feature_spec.BY_NAME[n].dtype], name=n)
+            for n in names}
+
+
+def raw_tensors(columns: dict[str, list]) -> dict[str, tf.Tensor]:
+    """Python lists of raw values -> tensors of the spec's dtypes."""
+    return {n: tf.constant(v, DTYPES[feature_spec.BY_NAME[n].dtype])
+            for n, v in columns.items()}
+
+
+def as_column(raw: dict) -> dict:
+    """[batch] request tensors -> the [batch, 1] shape Transform's layer expects."""
+    return {k: tf.reshape(v, [-1, 1]) for k, v in raw.items()}

@@ -1,0 +1,129 @@
+"""The TFX pipeline: wires components, nothing else.
+
+ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+           -> Transform -> retrieval Trainer -> RetrievalEvaluator -> Pusher
+                        -> ranking Trainer   -> Evaluator (TFMA)   -> Pusher
+Each evaluator compares the new model with the last blessed one of its kind and
+refuses to bless a worse one; only blessed models reach the model repository.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from libs import feature_spec
+from pipelines.training.components.retrieval_evaluator import RetrievalEvaluator
+from pipelines.training.config import PipelineConfig
+from pipelines.training.models import ranking
+
+MODELS = "pipelines.training.models"
+
+
+def _ranking_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    rmse = tfma.MetricConfig(
+        class_name="RootMeanSquaredError",
+        threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(
+                upper_bound={"value": config.ranking_max_rmse}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                absolute={"value": config.ranking_rmse_tolerance})))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_examples",
+                                    label_key=feature_spec.LABEL,
+                                    prediction_key=ranking.OUTPUT_KEY)],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=["gender"])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            rmse, tfma.MetricConfig(class_name="MeanAbsoluteError"),
+            tfma.MetricConfig(class_name="ExampleCount")])])
+
+
+def _latest_blessed(trainer_id: str, evaluator_id: str, resolver_id: str):
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                              producer_component_id=trainer_id, output_key="model"),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=evaluator_id,
+                                       output_key="blessing"),
+    ).with_id(resolver_id)
+
+
+def _pusher(model, blessing, model_repo: str, name: str):
+    return tfx.components.Pusher(
+        model=model, model_blessing=blessing,
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(model_repo, name))),
+    ).with_id(f"{name}_pusher")
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=config.examples_dir,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name="train", pattern="train/*"),
+            tfx.proto.Input.Split(name="eval", pattern="eval/*")]))
+    examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    schema = schema_gen.outputs["schema"]
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema)
+    transform = tfx.components.Transform(
+        examples=examples, schema=schema,
+        preprocessing_fn=f"{MODELS}.preprocessing.preprocessing_fn")
+
+    def trainer(name: str, steps: int):
+        return tfx.components.Trainer(
+            run_fn=f"{MODELS}.{name}.run_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema,
+            train_args=tfx.proto.TrainArgs(num_steps=steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+            custom_config={"catalog_dir": config.catalog_dir,
+                           name: config.hyperparameters.get(name, {})},
+        ).with_id(f"{name}_trainer")
+
+    retrieval_trainer = trainer("retrieval", config.retrieval_train_steps)
+    ranking_trainer = trainer("ranking", config.ranking_train_steps)
+
+    retrieval_baseline = _latest_blessed("retrieval_trainer", "retrieval_evaluator",
+                                         "latest_blessed_retrieval")
+    retrieval_evaluator = RetrievalEvaluator(
+        examples=examples, model=retrieval_trainer.outputs["model"],
+        baseline_model=retrieval_baseline.outputs["model"],
+        k=config.retrieval_k, min_accuracy=config.retrieval_min_accuracy,
+        tolerance=config.retrieval_accuracy_tolerance,
+    ).with_id("retrieval_evaluator")
+
+    ranking_baseline = _latest_blessed("ranking_trainer", "ranking_evaluator",
+                                       "latest_blessed_ranking")
+    ranking_evaluator = tfx.components.Evaluator(
+        examples=examples, model=ranking_trainer.outputs["model"],
+        baseline_model=ranking_baseline.outputs["model"],
+        eval_config=_ranking_eval_config(config),
+    ).with_id("ranking_evaluator")
+
+    components = [
+        example_gen, statistics_gen, schema_gen, example_validator, transform,
+        retrieval_trainer, retrieval_baseline, retrieval_evaluator,
+        _pusher(retrieval_trainer.outputs["model"], retrieval_evaluator.outputs["blessing"],
+                config.model_repo, feature_spec.MODEL_NAMES.retrieval),
+        ranking_trainer, ranking_baseline, ranking_evaluator,
+        _pusher(ranking_trainer.outputs["model"], ranking_evaluator.outputs["blessing"],
+                config.model_repo, feature_spec.MODEL_NAMES.ranking),
+    ]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        metadata_connection_config=tfx.orchestration.metadata
+        .sqlite_metadata_connection_config(config.metadata_path),
+        beam_pipeline_args=config.beam_pipeline_args,
+        enable_cache=False,
+    )
