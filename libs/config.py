@@ -107,3 +107,33 @@ def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = 
                 sources.append(name)
     raw.update(overrides or {})
     return _build(cls, raw, " + ".join(sources) or cls.__name__)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["key=value", ...] -> {key: YAML-parsed value}."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        overrides[key] = yaml.safe_load(value) if value.strip() else value
+    return overrides
+
+
+def from_command_line(cls: type[T], description: str, default_path: str | Path,
+                      env_prefix: str, argv: list[str] | None = None) -> T:
+    """Standard service flags: --config FILE and --set key=value; exits 2 on a bad config."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=str(default_path), help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one field (after the file and the environment)")
+    args = parser.parse_args(argv)
+    try:
+        return load(cls, args.config, env_prefix=env_prefix,
+                    overrides=parse_overrides(args.set))
+    except ConfigError as err:
+        print(f"error: invalid configuration: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -19,8 +19,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import yaml  # noqa: E402
-
 from libs import config as config_lib  # noqa: E402
 from pipelines.data import movielens, prepare, synthetic  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
@@ -87,16 +85,6 @@ def summarize(config: PipelineConfig) -> dict:
     return summary
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise config_lib.ConfigError(f"--set {pair!r}: expected key=value")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train and push the recommender models.")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -111,7 +99,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        overrides = parse_overrides(args.set)
+        overrides = config_lib.parse_overrides(args.set)
         if args.workdir:
             overrides["workdir"] = args.workdir
         if args.data_dir:

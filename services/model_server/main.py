@@ -1,0 +1,79 @@
+"""Entry point: python -m services.model_server.main [--config FILE] [--set key=value]."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
+
+from libs import config as config_lib, grpc_server, log  # noqa: E402
+from services.model_server import prediction  # noqa: E402
+from services.model_server.config import ModelServerConfig, model_sources  # noqa: E402
+from services.model_server.repository import ModelRepository  # noqa: E402
+
+
+async def _answer(context: grpc.aio.ServicerContext, fn, *args):
+    try:
+        return fn(*args)
+    except prediction.ServingError as err:
+        await context.abort(err.code, err.message)
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify, Regress, MultiInference are UNIMPLEMENTED."""
+
+    def __init__(self, repo: ModelRepository):
+        self.repo = repo
+
+    async def Predict(self, request, context):
+        return await _answer(context, prediction.predict, self.repo, request)
+
+    async def GetModelMetadata(self, request, context):
+        return await _answer(context, prediction.model_metadata, self.repo, request)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, repo: ModelRepository):
+        self.repo = repo
+
+    async def GetModelStatus(self, request, context):
+        return await _answer(context, prediction.model_status, self.repo, request)
+
+
+async def serve(config: ModelServerConfig, sources: list) -> None:
+    repo = ModelRepository(sources, config.settle_seconds)
+    repo.poll()  # load what is there before accepting traffic
+    repo.start_polling(config.poll_seconds)
+
+    def register(server):
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(repo), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repo), server)
+        return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+
+    server = await grpc_server.start("model_server", register, config.host, config.port,
+                                     config.metrics_port, config.grace_seconds)
+
+    async def stop_polling():
+        repo.stop()
+    await server.wait(on_stop=stop_polling)
+
+
+def main(argv=None) -> None:
+    config = config_lib.from_command_line(
+        ModelServerConfig, "TF Serving-compatible model server",
+        Path(__file__).with_name("config.yaml"), "RECSYS_MODEL_SERVER", argv)
+    log.setup("model_server", config.log_level)
+    try:
+        sources = model_sources(config)
+    except config_lib.ConfigError as err:
+        raise SystemExit(f"error: invalid configuration: {err}") from None
+    asyncio.run(serve(config, sources))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""TF Serving's Predict, GetModelMetadata and GetModelStatus as plain functions.
+
+Errors carry the gRPC status TF Serving would answer: NOT_FOUND for an unknown model,
+version or label, INVALID_ARGUMENT for malformed inputs, FAILED_PRECONDITION for an
+unknown signature.
+"""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_pb2, predict_pb2)
+
+from services.model_server.repository import LoadedVersion, ModelRepository, NotFound
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ServingError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _resolve(repo: ModelRepository, spec: model_pb2.ModelSpec) -> LoadedVersion:
+    if not spec.name:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec name")
+    try:
+        return repo.get(spec.name, spec.version.value if spec.HasField("version") else 0,
+                        spec.version_label)
+    except NotFound as err:
+        raise ServingError(grpc.StatusCode.NOT_FOUND, str(err)) from None
+
+
+def _to_tensor(name: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
+    if proto.dtype != spec.dtype.as_datatype_enum:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Expects arg[{name}] to be {spec.dtype.name} but "
+                           f"{tf.dtypes.as_dtype(proto.dtype).name} is provided"
+                           if proto.dtype else f"input {name!r} has no dtype")
+    try:
+        value = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as err:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {name!r} is not a valid tensor: {err}") from None
+    if not spec.shape.is_compatible_with(value.shape):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {name!r} has shape {list(value.shape)}, the signature "
+                           f"expects {spec.shape}")
+    return tf.constant(value, dtype=spec.dtype)
+
+
+def predict(repo: ModelRepository, request: predict_pb2.PredictRequest
+            ) -> predict_pb2.PredictResponse:
+    loaded = _resolve(repo, request.model_spec)
+    signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    fn = loaded.signature(signature_name)
+    if fn is None:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f'Serving signature key "{signature_name}" not found.')
+    specs = fn.structured_input_signature[1]
+    sent, expected = set(request.inputs), set(specs)
+    if sent != expected:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(sent)}!={len(expected)} for inputs "
+            f"of signature {signature_name}. Sent extra: {sorted(sent - expected)}. "
+            f"Missing but required: {sorted(expected - sent)}.")
+    inputs = {k: _to_tensor(k, request.inputs[k], specs[k]) for k in specs}
+    wanted = set(request.output_filter)
+    unknown = wanted - set(fn.structured_outputs)
+    if unknown:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"output tensor alias not found in signature: {sorted(unknown)}")
+    try:
+        outputs = fn(**inputs)
+    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as err:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, err.message) from None
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = loaded.name
+    response.model_spec.version.value = loaded.version
+    response.model_spec.signature_name = signature_name
+    for key, value in outputs.items():
+        if not wanted or key in wanted:
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+    return response
+
+
+def model_metadata(repo: ModelRepository, request: get_model_metadata_pb2.GetModelMetadataRequest
+                   ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    fields = list(request.metadata_field)
+    if fields != ["signature_def"]:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Metadata field(s) {fields} not supported; "
+                           "only ['signature_def'] is")
+    loaded = _resolve(repo, request.model_spec)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in loaded.signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(signature)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = loaded.name
+    response.model_spec.version.value = loaded.version
+    response.metadata["signature_def"].Pack(signature_map)
+    return response
+
+
+def model_status(repo: ModelRepository, request: get_model_status_pb2.GetModelStatusRequest
+                 ) -> get_model_status_pb2.GetModelStatusResponse:
+    try:
+        states = repo.status(request.model_spec.name)
+    except NotFound as err:
+        raise ServingError(grpc.StatusCode.NOT_FOUND, str(err)) from None
+    if request.model_spec.HasField("version"):
+        version = request.model_spec.version.value
+        if version not in states:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find version {version} of model "
+                               f"{request.model_spec.name}")
+        states = {version: states[version]}
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, state in sorted(states.items()):
+        status = response.model_version_status.add()
+        status.version = version
+        if state == "AVAILABLE":
+            status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        else:
+            status.state = get_model_status_pb2.ModelVersionStatus.END
+            status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+            status.status.error_message = state
+    return response
