@@ -1,0 +1,77 @@
+"""First stage: top-k items for a user from the retrieval model, minus what they rated.
+
+Falls back to the most popular unseen items (flagged) for an unknown user or when the
+retrieval model cannot answer.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from libs import feature_spec, log, metrics
+from libs.feature_store import CatalogFeatures
+from libs.serving_client import ModelClient, to_tensor_proto
+from recsys.v1 import candidate_pb2, common_pb2
+
+logger = logging.getLogger(__name__)
+Reason = common_pb2.FallbackReason
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+def query_inputs(user: dict, timestamp: int, k: int) -> dict:
+    """Retrieval model inputs for one user, in the spec's types."""
+    row = {**user, "timestamp": timestamp or int(time.time())}
+    inputs = {n: to_tensor_proto([row[n]], feature_spec.BY_NAME[n].dtype)
+              for n in feature_spec.RETRIEVAL_INPUTS}
+    inputs["k"] = to_tensor_proto(k, "int32")
+    return inputs
+
+
+class CandidateGenerator:
+    def __init__(self, features: CatalogFeatures, client: ModelClient, model_name: str,
+                 max_candidates: int):
+        self.features, self.client = features, client
+        self.model_name, self.max_candidates = model_name, max_candidates
+
+    def _popular(self, n: int, exclude: set[str], reason: int):
+        metrics.FALLBACKS.labels("candidate", Reason.Name(reason)).inc()
+        response = candidate_pb2.CandidateResponse(fallback=True, fallback_reason=reason)
+        for item, score in self.features.popular_items(n, exclude):
+            response.items.add(item_id=item, score=score, retrieval_score=score)
+        return response
+
+    async def candidates(self, request: candidate_pb2.CandidateRequest
+                         ) -> candidate_pb2.CandidateResponse:
+        if not request.user_id:
+            raise InvalidRequest("user_id is empty")
+        if not 1 <= request.num_candidates <= self.max_candidates:
+            raise InvalidRequest(f"num_candidates must be in 1..{self.max_candidates}, "
+                                 f"got {request.num_candidates}")
+        n = request.num_candidates
+        exclude = self.features.rated_items(request.user_id) | set(request.exclude_item_ids)
+        user = self.features.user(request.user_id)
+        if user is None:
+            return self._popular(n, exclude, Reason.UNKNOWN_USER)
+        k = min(n + len(exclude), len(self.features.items))
+        try:
+            prediction = await self.client.predict(
+                self.model_name, query_inputs(user, request.context.timestamp_seconds, k),
+                version=request.model_version)
+        except grpc.aio.AioRpcError as err:
+            log.event(logger, "retrieval model failed", logging.WARNING,
+                      code=err.code().name, detail=err.details())
+            return self._popular(n, exclude, Reason.RETRIEVAL_UNAVAILABLE)
+        response = candidate_pb2.CandidateResponse(model_version=prediction.version)
+        ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]
+        for raw_id, score in zip(ids, scores):
+            item_id = raw_id.decode()
+            if item_id not in exclude:
+                response.items.add(item_id=item_id, score=score, retrieval_score=score)
+                if len(response.items) == n:
+                    break
+        return response

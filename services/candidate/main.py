@@ -1,0 +1,55 @@
+"""Entry point: python -m services.candidate.main [--config FILE] [--set key=value]."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from libs import config as config_lib, grpc_server, log
+from libs.feature_store import CatalogFeatures, FeatureStoreError
+from libs.serving_client import ModelClient
+from recsys.v1 import candidate_pb2_grpc
+from services.candidate.candidates import CandidateGenerator, InvalidRequest
+from services.candidate.config import CandidateConfig
+
+
+class CandidateServicer(candidate_pb2_grpc.CandidateServiceServicer):
+    def __init__(self, generator: CandidateGenerator):
+        self.generator = generator
+
+    async def GetCandidates(self, request, context):
+        try:
+            return await self.generator.candidates(request)
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+
+async def serve(config: CandidateConfig, features: CatalogFeatures) -> None:
+    client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
+    generator = CandidateGenerator(features, client, config.model_name, config.max_candidates)
+
+    def register(server):
+        candidate_pb2_grpc.add_CandidateServiceServicer_to_server(
+            CandidateServicer(generator), server)
+        return ["recsys.v1.CandidateService"]
+
+    server = await grpc_server.start("candidate", register, config.host, config.port,
+                                     config.metrics_port, config.grace_seconds)
+    await server.wait(on_stop=client.close)
+
+
+def main(argv=None) -> None:
+    config = config_lib.from_command_line(
+        CandidateConfig, "Candidate retrieval service", Path(__file__).with_name("config.yaml"),
+        "RECSYS_CANDIDATE", argv)
+    log.setup("candidate", config.log_level)
+    try:
+        features = CatalogFeatures(config.catalog_dir)
+    except FeatureStoreError as err:
+        raise SystemExit(f"error: {err}") from None
+    asyncio.run(serve(config, features))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Entry point: python -m services.ranking.main [--config FILE] [--set key=value]."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from libs import config as config_lib, grpc_server, log
+from libs.feature_store import CatalogFeatures, FeatureStoreError
+from libs.serving_client import ModelClient
+from recsys.v1 import ranking_pb2_grpc
+from services.ranking.config import RankingConfig
+from services.ranking.ranker import InvalidRequest, Ranker
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
+    def __init__(self, ranker: Ranker):
+        self.ranker = ranker
+
+    async def Rank(self, request, context):
+        try:
+            return await self.ranker.rank(request)
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except grpc.aio.AioRpcError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"ranking model: {err.code().name}: {err.details()}")
+
+
+async def serve(config: RankingConfig, features: CatalogFeatures) -> None:
+    client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
+    ranker = Ranker(features, client, config.model_name, config.max_candidates)
+
+    def register(server):
+        ranking_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(ranker), server)
+        return ["recsys.v1.RankingService"]
+
+    server = await grpc_server.start("ranking", register, config.host, config.port,
+                                     config.metrics_port, config.grace_seconds)
+    await server.wait(on_stop=client.close)
+
+
+def main(argv=None) -> None:
+    config = config_lib.from_command_line(
+        RankingConfig, "Ranking service", Path(__file__).with_name("config.yaml"),
+        "RECSYS_RANKING", argv)
+    log.setup("ranking", config.log_level)
+    try:
+        features = CatalogFeatures(config.catalog_dir)
+    except FeatureStoreError as err:
+        raise SystemExit(f"error: {err}") from None
+    asyncio.run(serve(config, features))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Second stage: scores a user's candidates with the ranking model in one batched call."""
+from __future__ import annotations
+
+import time
+
+from libs import feature_spec
+from libs.feature_store import CatalogFeatures
+from libs.serving_client import ModelClient, to_tensor_proto
+from recsys.v1 import ranking_pb2
+
+OUTPUT_KEY = "predicted_rating"
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+def ranking_inputs(user: dict, items: dict[str, list], timestamp: int) -> dict:
+    """One row per candidate: the user's features repeated, the item's, the context."""
+    n = len(items["item_id"])
+    columns = {**{k: [v] * n for k, v in user.items()}, **items,
+               "timestamp": [timestamp or int(time.time())] * n}
+    return {name: to_tensor_proto(columns[name], feature_spec.BY_NAME[name].dtype)
+            for name in feature_spec.RANKING_INPUTS}
+
+
+class Ranker:
+    def __init__(self, features: CatalogFeatures, client: ModelClient, model_name: str,
+                 max_candidates: int):
+        self.features, self.client = features, client
+        self.model_name, self.max_candidates = model_name, max_candidates
+
+    async def rank(self, request: ranking_pb2.RankRequest) -> ranking_pb2.RankResponse:
+        """Raises grpc.aio.AioRpcError when the model server cannot answer."""
+        if not request.user_id:
+            raise InvalidRequest("user_id is empty")
+        if len(request.candidates) > self.max_candidates:
+            raise InvalidRequest(f"at most {self.max_candidates} candidates, "
+                                 f"got {len(request.candidates)}")
+        if not request.candidates:
+            return ranking_pb2.RankResponse()
+        user = (self.features.user(request.user_id)
+                or {**feature_spec.default_row(feature_spec.USER_FEATURES),
+                    "user_id": request.user_id})
+        ids = [c.item_id for c in request.candidates]
+        prediction = await self.client.predict(
+            self.model_name,
+            ranking_inputs(user, self.features.item_columns(ids),
+                           request.context.timestamp_seconds),
+            version=request.model_version)
+        scores = prediction.outputs[OUTPUT_KEY].reshape(-1)
+        order = sorted(range(len(ids)), key=lambda i: -scores[i])
+        response = ranking_pb2.RankResponse(model_version=prediction.version)
+        for i in order:
+            response.items.add(item_id=ids[i], score=float(scores[i]),
+                               retrieval_score=request.candidates[i].retrieval_score)
+        return response

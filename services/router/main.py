@@ -1,0 +1,76 @@
+"""Entry point: python -m services.router.main [--config FILE] [--set key=value]."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import grpc
+
+from libs import config as config_lib, grpc_server, log
+from libs.feature_store import CatalogFeatures, FeatureStoreError
+from recsys.v1 import candidate_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc
+from services.router.config import RouterConfig
+from services.router.experiments import ExperimentSource
+from services.router.recommender import InvalidRequest, Recommender
+
+
+class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
+    def __init__(self, recommender: Recommender):
+        self.recommender = recommender
+
+    async def Recommend(self, request, context):
+        try:
+            return await self.recommender.recommend(request, context.time_remaining())
+        except InvalidRequest as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+
+async def _watch(experiments: ExperimentSource, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        experiments.reload_if_changed()
+
+
+async def serve(config: RouterConfig, experiments: ExperimentSource,
+                popular: CatalogFeatures) -> None:
+    candidate_channel = grpc_server.channel(config.candidate_service)
+    ranking_channel = grpc_server.channel(config.ranking_service)
+    recommender = Recommender(
+        experiments, candidate_pb2_grpc.CandidateServiceStub(candidate_channel),
+        ranking_pb2_grpc.RankingServiceStub(ranking_channel), popular,
+        config.deadline_ms / 1000, config.max_results)
+
+    def register(server):
+        recommend_pb2_grpc.add_RecommendServiceServicer_to_server(
+            RecommendServicer(recommender), server)
+        return ["recsys.v1.RecommendService"]
+
+    server = await grpc_server.start("router", register, config.host, config.port,
+                                     config.metrics_port, config.grace_seconds)
+    watcher = asyncio.create_task(_watch(experiments, config.experiments_poll_seconds))
+
+    async def close():
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await candidate_channel.close()
+        await ranking_channel.close()
+    await server.wait(on_stop=close)
+
+
+def main(argv=None) -> None:
+    config = config_lib.from_command_line(
+        RouterConfig, "Router: the public RecommendService",
+        Path(__file__).with_name("config.yaml"), "RECSYS_ROUTER", argv)
+    log.setup("router", config.log_level)
+    try:
+        experiments = ExperimentSource(config.experiments_file)
+        popular = CatalogFeatures(config.catalog_dir)
+    except (config_lib.ConfigError, FeatureStoreError) as err:
+        raise SystemExit(f"error: {err}") from None
+    asyncio.run(serve(config, experiments, popular))
+
+
+if __name__ == "__main__":
+    main()

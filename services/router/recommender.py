@@ -1,0 +1,103 @@
+"""The public Recommend call: assign an arm, retrieve, rank, fall back when a stage fails.
+
+Fallback order: ranking fails -> candidates in retrieval order; candidate service fails
+-> popular items. Every fallback is flagged in the response and counted; a client never
+gets an error because a model or a downstream service is down.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+
+from libs import log, metrics
+from libs.feature_store import CatalogFeatures
+from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, ranking_pb2,
+                       ranking_pb2_grpc, recommend_pb2)
+from services.router.experiments import ExperimentSource
+
+logger = logging.getLogger(__name__)
+Reason = common_pb2.FallbackReason
+MIN_STAGE_SECONDS = 0.005
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+class Recommender:
+    def __init__(self, experiments: ExperimentSource, candidates: candidate_pb2_grpc.CandidateServiceStub,
+                 ranking: ranking_pb2_grpc.RankingServiceStub, popular: CatalogFeatures,
+                 deadline_seconds: float, max_results: int):
+        self.experiments, self.candidates, self.ranking = experiments, candidates, ranking
+        self.popular, self.deadline, self.max_results = popular, deadline_seconds, max_results
+
+    def validate(self, request: recommend_pb2.RecommendRequest) -> None:
+        if not request.user_id.strip():
+            raise InvalidRequest("user_id is empty")
+        if not 1 <= request.num_results <= self.max_results:
+            raise InvalidRequest(f"num_results must be in 1..{self.max_results}, "
+                                 f"got {request.num_results}")
+
+    def _fallback_popular(self, request, response, reason: int) -> None:
+        exclude = set(request.filters.exclude_item_ids)
+        for item, score in self.popular.popular_items(request.num_results, exclude):
+            response.items.add(item_id=item, score=score, retrieval_score=score)
+        response.fallback, response.fallback_reason = True, reason
+
+    async def recommend(self, request: recommend_pb2.RecommendRequest,
+                        time_remaining: float | None = None) -> recommend_pb2.RecommendResponse:
+        self.validate(request)
+        start = time.monotonic()
+        budget = min(self.deadline, time_remaining) if time_remaining else self.deadline
+        remaining = lambda: max(budget - (time.monotonic() - start), MIN_STAGE_SECONDS)  # noqa: E731
+
+        config = self.experiments.current
+        arm = config.assign(request.user_id)
+        metrics.ARM_REQUESTS.labels(config.name, arm.name).inc()
+        response = recommend_pb2.RecommendResponse(
+            request_id=request.request_id or log.request_id.get() or uuid.uuid4().hex,
+            experiment=config.name, arm=arm.name, config_version=config.version)
+        metadata = (("x-request-id", response.request_id),)
+
+        try:
+            retrieved = await self.candidates.GetCandidates(candidate_pb2.CandidateRequest(
+                user_id=request.user_id, num_candidates=max(arm.num_candidates,
+                                                            request.num_results),
+                context=request.context, exclude_item_ids=request.filters.exclude_item_ids,
+                request_id=response.request_id, model_version=arm.retrieval_version),
+                timeout=remaining(), metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            log.event(logger, "candidate service failed", logging.WARNING,
+                      code=err.code().name, detail=err.details())
+            self._fallback_popular(request, response, Reason.CANDIDATES_UNAVAILABLE)
+            return self._finish(response)
+
+        response.model_versions.retrieval = retrieved.model_version
+        if retrieved.fallback:
+            response.fallback, response.fallback_reason = True, retrieved.fallback_reason
+        items = list(retrieved.items)
+        if arm.rank and items and not retrieved.fallback:
+            try:
+                ranked = await self.ranking.Rank(ranking_pb2.RankRequest(
+                    user_id=request.user_id, candidates=items, context=request.context,
+                    request_id=response.request_id, model_version=arm.ranking_version),
+                    timeout=remaining(), metadata=metadata)
+                items = list(ranked.items)
+                response.model_versions.ranking = ranked.model_version
+            except grpc.aio.AioRpcError as err:
+                log.event(logger, "ranking service failed", logging.WARNING,
+                          code=err.code().name, detail=err.details())
+                response.fallback, response.fallback_reason = True, Reason.RANKING_UNAVAILABLE
+        response.items.extend(items[:request.num_results])
+        return self._finish(response)
+
+    def _finish(self, response: recommend_pb2.RecommendResponse):
+        if response.fallback:
+            metrics.FALLBACKS.labels("router", Reason.Name(response.fallback_reason)).inc()
+        log.event(logger, "recommended", arm=response.arm, fallback=response.fallback,
+                  items=[i.item_id for i in response.items][:20],
+                  versions=[response.model_versions.retrieval, response.model_versions.ranking])
+        return response

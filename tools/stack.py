@@ -1,0 +1,201 @@
+"""Starts the model server and the three services as processes, wired together.
+
+  python -m tools.stack --workdir var            # foreground; Ctrl-C or SIGTERM stops all
+
+Services and their start order come from BUILD; each gets its own config file plus the
+overrides that wire it to the others (ports, model repository, catalog). Logs go to
+`<workdir>/logs/<service>.log`. Tests use `Stack` with free ports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tools import build_manifest
+
+ROOT = build_manifest.ROOT
+DEFAULT_PORTS = {  # grpc, metrics
+    "services/model_server": (8500, 8502),
+    "services/candidate": (50052, 9102),
+    "services/ranking": (50053, 9103),
+    "services/router": (50051, 9101),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    port: int
+    metrics_port: int
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def service_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "libs" / "protos")])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+class Stack:
+    def __init__(self, workdir: str | Path, ports: dict[str, tuple[int, int]] | None = None,
+                 extra: dict[str, list[str]] | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.ports = ports or DEFAULT_PORTS
+        self.extra = extra or {}
+        self.processes: dict[str, Process] = {}
+
+    @classmethod
+    def on_free_ports(cls, workdir, **kwargs) -> "Stack":
+        return cls(workdir, {name: (free_port(), free_port()) for name in DEFAULT_PORTS},
+                   **kwargs)
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name][0]}"
+
+    def _overrides(self, name: str) -> list[str]:
+        catalog = self.workdir / "data" / "catalog"
+        wiring = {
+            "services/model_server": [f"model_repo={self.workdir / 'model_repo'}"],
+            "services/candidate": [f"model_server={self.address('services/model_server')}",
+                                   f"catalog_dir={catalog}"],
+            "services/ranking": [f"model_server={self.address('services/model_server')}",
+                                 f"catalog_dir={catalog}"],
+            "services/router": [f"candidate_service={self.address('services/candidate')}",
+                                f"ranking_service={self.address('services/ranking')}",
+                                f"catalog_dir={catalog}"],
+        }[name]
+        port, metrics_port = self.ports[name]
+        return [f"port={port}", f"metrics_port={metrics_port}", *wiring,
+                *self.extra.get(name, [])]
+
+    def start_service(self, target: build_manifest.Target, timeout: float = 90.0) -> Process:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{target.name.split('/')[-1]}.log"
+        command = [sys.executable, "-m", target.entry, "--config", str(ROOT / target.config)]
+        for override in self._overrides(target.name):
+            command += ["--set", override]
+        with open(log_path, "ab") as log_file:
+            popen = subprocess.Popen(command, cwd=ROOT, env=service_env(), stdout=log_file,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        port, metrics_port = self.ports[target.name]
+        process = Process(target.name, port, metrics_port, popen, log_path)
+        self.processes[target.name] = process
+        self._wait_healthy(process, timeout)
+        return process
+
+    def start(self, progress=None) -> "Stack":
+        try:
+            for target in build_manifest.services_in_start_order(build_manifest.load()):
+                started = time.monotonic()
+                process = self.start_service(target)
+                if progress:
+                    progress(f"  {target.name:24s} {process.address:16s} metrics :"
+                             f"{process.metrics_port}  ready in "
+                             f"{time.monotonic() - started:4.1f}s")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, process: Process, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(process.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if process.popen.poll() is not None:
+                    tail = process.log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{process.name} exited with code "
+                                       f"{process.popen.returncode}:\n{tail}")
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError(f"{process.name} not healthy after {timeout:.0f}s; "
+                           f"see {process.log_path}")
+
+    def stop_service(self, name: str, timeout: float = 15.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.popen.poll() is not None:
+            return
+        process.popen.send_signal(signal.SIGTERM)
+        try:
+            process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop_service(name)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the serving stack in the foreground.")
+    parser.add_argument("--workdir", default="var",
+                        help="training workdir holding model_repo/ and data/catalog/")
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    if not any((workdir / "model_repo").glob("*/*/saved_model.pb")):
+        print(f"error: no pushed model under {workdir / 'model_repo'}; "
+              "train first (make train)", file=sys.stderr)
+        return 2
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stack = Stack(workdir)
+    print("starting the serving stack:", flush=True)
+    try:
+        stack.start(progress=lambda line: print(line, flush=True))
+        print(f"ready: RecommendService on {stack.address('services/router')}; "
+              f"logs in {workdir / 'logs'}; Ctrl-C stops", flush=True)
+        while not stopping:
+            for process in stack.processes.values():
+                if process.popen.poll() is not None:
+                    print(f"error: {process.name} exited; see {process.log_path}",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
