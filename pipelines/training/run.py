@@ -27,25 +27,21 @@ from pipelines.training.config import PipelineConfig  # noqa: E402
 DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 
 
-class _ComponentProgress(logging.Filter):
-    """Turns LocalDagRunner's log lines into one progress line per component."""
+def _show_component_progress(total: int) -> None:
+    """Prints one line per finished component (LocalDagRunner runs them in order)."""
+    from tfx.orchestration.portable import launcher
 
-    def __init__(self, total: int):
-        super().__init__()
-        self.total, self.done, self.start = total, 0, time.monotonic()
-        self.started: dict[str, float] = {}
+    launch, started, done = launcher.Launcher.launch, time.monotonic(), []
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("Component ") and message.endswith(" is running."):
-            self.started[message.split()[1]] = time.monotonic()
-        elif message.startswith("Component ") and message.endswith(" is finished."):
-            name = message.split()[1]
-            self.done += 1
-            took = time.monotonic() - self.started.get(name, self.start)
-            print(f"[{self.done:2d}/{self.total}] {name:28s} {took:6.1f}s "
-                  f"(total {time.monotonic() - self.start:5.0f}s)", flush=True)
-        return record.levelno >= logging.WARNING
+    def launch_with_progress(self):
+        name, begin = self._pipeline_node.node_info.id, time.monotonic()
+        result = launch(self)
+        done.append(name)
+        print(f"[{len(done):2d}/{total}] {name:26s} {time.monotonic() - begin:6.1f}s "
+              f"(total {time.monotonic() - started:4.0f}s)", flush=True)
+        return result
+
+    launcher.Launcher.launch = launch_with_progress
 
 
 def load_data(config: PipelineConfig):
@@ -121,12 +117,8 @@ def main(argv=None) -> int:
     from pipelines.training.pipeline import create_pipeline
 
     pipeline = create_pipeline(config)
-    progress = _ComponentProgress(len(pipeline.components))
-    logging.getLogger().addFilter(progress)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(progress)
-    logging.getLogger("absl").addFilter(progress)
-    logging.getLogger().setLevel(logging.INFO)
+    _show_component_progress(len(pipeline.components))
+    logging.getLogger().setLevel(logging.WARNING)
     print(f"pipeline: {len(pipeline.components)} components, "
           f"snapshot {snapshot['content_sha256'][:12]}", flush=True)
     tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -59,9 +59,7 @@ def available_versions(base_path: Path, settle_seconds: float) -> list[int]:
     for child in base_path.iterdir() if base_path.is_dir() else ():
         if not child.name.isdigit() or not (child / "saved_model.pb").is_file():
             continue
-        if not (child / "variables" / "variables.index").is_file():
-            continue
-        newest_write = max(p.stat().st_mtime for p in child.rglob("*"))
+        newest_write = max(p.stat().st_mtime for p in child.rglob("*") if p.is_file())
         if now - newest_write >= settle_seconds:
             versions.append(int(child.name))
     return sorted(versions)

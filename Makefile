@@ -1,0 +1,48 @@
+# Every command a developer or operator needs; `make help` lists them.
+WORKDIR ?= var
+DATA_DIR ?=
+TRAINING_PY := .venv/training/bin/python
+SERVING_PY := .venv/serving/bin/python
+export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
+export TF_CPP_MIN_LOG_LEVEL := 3
+TRAIN_ARGS := --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup protos train serve demo test test-unit test-training test-integration loadtest clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@echo "  variables: WORKDIR=$(WORKDIR) (outputs), DATA_DIR= (MovieLens directory)"
+
+setup:  ## create both pinned environments and generate the gRPC stubs
+	@tools/setup.sh
+
+protos:  ## regenerate the gRPC stubs from libs/protos
+	@PYTHON=$(SERVING_PY) tools/gen_protos.sh
+
+train: setup  ## run the TFX pipeline on the default data (MovieLens if present, else generated)
+	$(TRAINING_PY) -m pipelines.training.run $(TRAIN_ARGS)
+
+serve: setup  ## start the model server and the three services in the foreground (Ctrl-C stops)
+	$(SERVING_PY) -m tools.stack --workdir $(WORKDIR)
+
+demo: train  ## set up, train, serve, and print recommendations for a few users
+	$(SERVING_PY) -m tools.demo --workdir $(WORKDIR)
+
+test: setup test-unit test-training test-integration  ## all tests (what CI runs)
+
+test-unit:  ## unit tests (serving environment)
+	$(SERVING_PY) -m pytest tests/unit -q
+
+test-training:  ## unit tests of the pipeline's module files (training environment)
+	$(TRAINING_PY) -m pytest tests/training -q -p no:cacheprovider
+
+test-integration:  ## train small models through TFX, start all four processes, call them
+	$(SERVING_PY) -m pytest tests/integration -q
+
+loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), prints RPS and latency
+	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
+	$(SERVING_PY) -m load_tests.run --workdir $(WORKDIR)
+
+clean:  ## remove outputs (keeps the environments)
+	rm -rf $(WORKDIR) reports

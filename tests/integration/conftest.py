@@ -1,0 +1,58 @@
+"""One small training run through the real TFX pipeline, then the real serving stack.
+
+The pipeline runs in the training environment on generated data (small, so the suite
+stays fast); the four serving processes start on free loopback ports and are always
+stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import grpc
+import pytest
+
+from recsys.v1 import recommend_pb2_grpc
+from tests.conftest import ROOT, TRAINING_PYTHON
+from tools.stack import Stack, service_env
+
+SMALL_RUN = ["synthetic_users=300", "synthetic_items=400", "synthetic_ratings=20000",
+             "retrieval_train_steps=60", "ranking_train_steps=80", "eval_steps=5"]
+
+
+def run_pipeline(workdir, *overrides: str) -> dict:
+    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run", "--synthetic",
+               "--workdir", str(workdir)]
+    for override in (*SMALL_RUN, *overrides):
+        command += ["--set", override]
+    env = {**service_env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        raise AssertionError(f"pipeline failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return json.loads((workdir / "last_run.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("recsys")
+    summary = run_pipeline(workdir)
+    return workdir, summary
+
+
+@pytest.fixture(scope="session")
+def stack(trained):
+    workdir, _ = trained
+    stack = Stack.on_free_ports(workdir)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def recommend(stack):
+    channel = grpc.insecure_channel(stack.address("services/router"))
+    yield recommend_pb2_grpc.RecommendServiceStub(channel)
+    channel.close()
+

@@ -1,0 +1,185 @@
+"""The model server's functions against real SavedModels in a TF Serving layout."""
+from __future__ import annotations
+
+import os
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     predict_pb2)
+
+from libs.serving_client import to_ndarray, to_tensor_proto
+from services.model_server import prediction
+from services.model_server.config import ModelServerConfig, model_sources
+from services.model_server.repository import ModelRepository, ModelSource
+
+
+def save_version(base, version: int, factor: float) -> None:
+    class Scale(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
+                                      tf.TensorSpec([None], tf.string, name="tag")])
+        def serve(self, x, tag):
+            return {"y": x * factor, "tag": tag}
+
+    module = Scale()
+    path = base / str(version)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    old = time.time() - 60  # as if the copy finished a minute ago
+    for root, _, files in os.walk(path):
+        for name in files:
+            os.utime(os.path.join(root, name), (old, old))
+
+
+@pytest.fixture(scope="module")
+def repo_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("repo")
+    save_version(base / "scale", 1, 2.0)
+    save_version(base / "scale", 2, 3.0)
+    return base
+
+
+@pytest.fixture
+def repo(repo_dir):
+    repository = ModelRepository([ModelSource("scale", repo_dir / "scale", policy="all",
+                                              labels={"stable": 1})])
+    repository.poll()
+    return repository
+
+
+def request(version=0, label="", signature="", **inputs):
+    r = predict_pb2.PredictRequest()
+    r.model_spec.name = "scale"
+    if version:
+        r.model_spec.version.value = version
+    if label:  # version and version_label are a oneof
+        r.model_spec.version_label = label
+    r.model_spec.signature_name = signature
+    inputs = inputs or {"x": to_tensor_proto([1.0, 2.0], "float"),
+                        "tag": to_tensor_proto(["a", "b"], "string")}
+    for k, v in inputs.items():
+        r.inputs[k].CopyFrom(v)
+    return r
+
+
+def code_of(fn, *args):
+    with pytest.raises(prediction.ServingError) as err:
+        fn(*args)
+    return err.value.code, err.value.message
+
+
+def test_newest_version_answers_by_default(repo):
+    response = prediction.predict(repo, request())
+    assert response.model_spec.version.value == 2
+    np.testing.assert_allclose(to_ndarray(response.outputs["y"]), [3.0, 6.0])
+    assert list(to_ndarray(response.outputs["tag"])) == [b"a", b"b"]
+
+
+def test_version_and_label_select_a_version(repo):
+    assert prediction.predict(repo, request(version=1)).model_spec.version.value == 1
+    assert prediction.predict(repo, request(label="stable")).model_spec.version.value == 1
+
+
+def test_latest_policy_serves_only_the_newest_by_default(repo_dir):
+    repository = ModelRepository([ModelSource("scale", repo_dir / "scale")])
+    repository.poll()
+    assert code_of(prediction.predict, repository, request(version=1))[0] == \
+        grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("bad, code, words", [
+    (request(version=9), grpc.StatusCode.NOT_FOUND, "Specific(scale, 9)"),
+    (request(label="canary"), grpc.StatusCode.NOT_FOUND, "version label: canary"),
+    (request(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION, '"nope" not found'),
+    (request(x=to_tensor_proto([1.0], "float")), grpc.StatusCode.INVALID_ARGUMENT,
+     "Missing but required: ['tag']"),
+    (request(x=to_tensor_proto([1], "int64"), tag=to_tensor_proto(["a"], "string")),
+     grpc.StatusCode.INVALID_ARGUMENT, "Expects arg[x] to be float32 but int64 is provided"),
+    (request(x=to_tensor_proto(1.0, "float"), tag=to_tensor_proto(["a"], "string")),
+     grpc.StatusCode.INVALID_ARGUMENT, "input 'x' has shape []"),
+])
+def test_bad_requests_get_tf_serving_status_codes(repo, bad, code, words):
+    got_code, message = code_of(prediction.predict, repo, bad)
+    assert got_code == code and words in message
+
+
+def test_unknown_model_is_not_found(repo):
+    r = request()
+    r.model_spec.name = "missing"
+    assert code_of(prediction.predict, repo, r) == (
+        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(missing)")
+
+
+def test_output_filter(repo):
+    r = request()
+    r.output_filter.append("y")
+    assert set(prediction.predict(repo, r).outputs) == {"y"}
+
+
+def test_metadata_lists_signatures(repo):
+    r = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    r.model_spec.name = "scale"
+    response = prediction.model_metadata(repo, r)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    assert set(signatures.signature_def["serving_default"].inputs) == {"x", "tag"}
+
+
+def test_new_version_is_swapped_in_and_held_versions_keep_working(repo, repo_dir, tmp_path):
+    base = tmp_path / "scale"
+    save_version(base, 1, 2.0)
+    repository = ModelRepository([ModelSource("scale", base)])
+    repository.poll()
+    held = repository.get("scale")  # a request in flight holds version 1
+    save_version(base, 2, 5.0)
+    repository.poll()
+    assert repository.get("scale").version == 2
+    x = tf.constant([1.0])
+    assert held.signature("serving_default")(x=x, tag=tf.constant(["a"]))["y"].numpy()[0] == 2.0
+
+
+def test_version_still_being_copied_is_not_loaded(tmp_path):
+    base = tmp_path / "scale"
+    save_version(base, 1, 2.0)
+    save_version(base, 2, 3.0)
+    os.utime(base / "2" / "saved_model.pb")  # just written
+    repository = ModelRepository([ModelSource("scale", base)], settle_seconds=30)
+    repository.poll()
+    assert repository.get("scale").version == 1
+
+
+def test_corrupt_version_is_reported_and_the_previous_one_serves(tmp_path):
+    base = tmp_path / "scale"
+    save_version(base, 1, 2.0)
+    save_version(base, 2, 3.0)
+    (base / "2" / "saved_model.pb").write_bytes(b"not a saved model")
+    os.utime(base / "2" / "saved_model.pb", (1, 1))
+    repository = ModelRepository([ModelSource("scale", base, policy="all")])
+    repository.poll()
+    assert repository.get("scale").version == 1
+    r = get_model_status_pb2.GetModelStatusRequest()
+    r.model_spec.name = "scale"
+    states = {s.version: s.state for s in prediction.model_status(repository, r)
+              .model_version_status}
+    assert states == {1: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                      2: get_model_status_pb2.ModelVersionStatus.END}
+
+
+def test_tf_serving_models_config_is_read(tmp_path, repo_dir):
+    config_file = tmp_path / "models.config"
+    config_file.write_text(f"""
+model_config_list {{
+  config {{
+    name: "scale"
+    base_path: "{repo_dir / 'scale'}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}""")
+    (source,) = model_sources(ModelServerConfig(model_config_file=str(config_file)))
+    assert source.policy == "specific" and source.versions == (1, 2)
+    assert source.labels == {"stable": 1, "canary": 2}
