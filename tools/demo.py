@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from recsys.v1 import recommend_pb2, recommend_pb2_grpc
+from recsys.v1 import common_pb2, recommend_pb2, recommend_pb2_grpc
 from tools.stack import DEFAULT_PORTS, Stack
 
 UNKNOWN_USER = "new-user-without-history"
@@ -27,7 +27,7 @@ def _ports_in_use() -> bool:
 
 
 def print_answer(user_id: str, response, titles: dict[str, str]) -> None:
-    flag = (f"  FALLBACK: {recommend_pb2.FallbackReason.Name(response.fallback_reason)}"
+    flag = (f"  FALLBACK: {common_pb2.FallbackReason.Name(response.fallback_reason)}"
             if response.fallback else "")
     print(f"\nuser {user_id}  arm={response.arm}  models: retrieval "
           f"v{response.model_versions.retrieval}, ranking v{response.model_versions.ranking}"

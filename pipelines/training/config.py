@@ -17,10 +17,12 @@ class PipelineConfig:
     seed: int = 42
     train_fraction: float = 0.8
     retrieval_train_steps: int = 300
-    ranking_train_steps: int = 400
+    ranking_train_steps: int = 150
     eval_steps: int = 20
     retrieval_k: int = 100
     retrieval_min_accuracy: float = 0.05
+    # the model must reach this share of the most-popular baseline's top-k accuracy
+    retrieval_min_ratio_to_popularity: float = 0.9
     retrieval_accuracy_tolerance: float = 0.01
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01

@@ -4,8 +4,8 @@ TFMA's Evaluator suits pointwise models (the ranking model uses it); a retrieval
 judged on whether the item a user rated next appears in the model's top k over the whole
 catalog. This component computes that on the eval split for the candidate model, the
 last blessed retrieval model and a most-popular baseline, and blesses the candidate only
-if it reaches `min_accuracy` and is not worse than the last blessed model by more than
-`tolerance`. It writes the same `blessed` / `current_model_id` properties as the
+if it reaches `min_accuracy` and `min_ratio_to_popularity` times the baseline's accuracy,
+and is not worse than the last blessed model by more than `tolerance`. It writes the same `blessed` / `current_model_id` properties as the
 Evaluator, so the Pusher and the latest-blessed-model resolver work with it unchanged.
 """
 # No `from __future__ import annotations`: TFX reads these type hints at definition time.
@@ -63,6 +63,7 @@ def RetrievalEvaluator(
     baseline_model: InputArtifact[tfx.types.standard_artifacts.Model] = None,
     k: Parameter[int] = 100,
     min_accuracy: Parameter[float] = 0.0,
+    min_ratio_to_popularity: Parameter[float] = 0.0,
     tolerance: Parameter[float] = 0.01,
 ) -> None:
     eval_columns = _read_split(examples, "eval", QUERY_FEATURES + ("item_id",))
@@ -79,6 +80,11 @@ def RetrievalEvaluator(
     if metrics["top_k_accuracy"] < min_accuracy:
         reasons.append(f"top-{k} accuracy {metrics['top_k_accuracy']:.4f} is below the "
                        f"minimum {min_accuracy:.4f}")
+    floor = min_ratio_to_popularity * metrics["popularity_top_k_accuracy"]
+    if metrics["top_k_accuracy"] < floor:
+        reasons.append(f"top-{k} accuracy {metrics['top_k_accuracy']:.4f} is below "
+                       f"{min_ratio_to_popularity} x the most-popular baseline's "
+                       f"{metrics['popularity_top_k_accuracy']:.4f}")
     if baseline_model is not None:
         metrics["baseline_top_k_accuracy"] = top_k_accuracy(
             os.path.join(baseline_model.uri, "Format-Serving"), eval_columns, k)

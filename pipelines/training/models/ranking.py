@@ -34,7 +34,8 @@ class RatingModel(tfrs.Model):
 
     def call(self, features: dict) -> tf.Tensor:
         x = self.encoder(features)
-        return tf.squeeze(self.mlp(self.cross(x, x)), axis=1)
+        # bounded to the rating scale without clipping, so the order stays informative
+        return 1.0 + 4.0 * tf.sigmoid(tf.squeeze(self.mlp(self.cross(x, x)), axis=1))
 
     def compute_loss(self, features, training=False):
         labels = features[transformed_name(feature_spec.LABEL)]
@@ -50,8 +51,7 @@ class RankingExport(tf.Module):
                                  if k in INPUT_FEATURES}
 
     def predict(self, **raw):
-        rating = self.model(self.tft_layer(towers.as_column(raw)))
-        return {OUTPUT_KEY: tf.clip_by_value(rating, 1.0, 5.0)}
+        return {OUTPUT_KEY: self.model(self.tft_layer(towers.as_column(raw)))}
 
     def predict_examples(self, examples):
         parsed = tf.io.parse_example(examples, self.raw_feature_spec)

@@ -11,22 +11,37 @@ from __future__ import annotations
 import csv
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from libs import feature_spec
+from libs.feature_spec import transformed_name
 from pipelines.training.models import towers
 
 QUERY_FEATURES = feature_spec.USER_FEATURES + feature_spec.CONTEXT_FEATURES
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
-DEFAULTS = {"batch_size": 1024, "learning_rate": 0.05, "embedding_dim": 32,
+DEFAULTS = {"batch_size": 1024, "learning_rate": 0.2, "embedding_dim": 32,
             "hidden_units": 64}
 
 
+def item_frequencies(dataset, num_items: int) -> np.ndarray:
+    """Share of training ratings per item index (one pass over the training data)."""
+    counts = np.zeros(num_items, dtype=np.float64)
+    for batch in dataset:
+        counts += np.bincount(batch[transformed_name("item_id")].numpy().reshape(-1),
+                              minlength=num_items)
+    return (counts + 1.0) / (counts.sum() + num_items)
+
+
 class TwoTower(tfrs.Model):
-    def __init__(self, sizes: dict[str, int], hp: dict):
+    """In-batch softmax with logQ correction: popular items are over-represented as
+    in-batch negatives, so each logit is corrected by the item's sampling probability."""
+
+    def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray):
         super().__init__()
+        self.item_frequency = tf.constant(item_frequency, tf.float32)
         layers = (hp["hidden_units"], hp["embedding_dim"])
         self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, name="query_tower")
         self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers,
@@ -35,7 +50,10 @@ class TwoTower(tfrs.Model):
         self.task = tfrs.tasks.Retrieval()
 
     def compute_loss(self, features, training=False):
+        probability = tf.gather(self.item_frequency,
+                                tf.reshape(features[transformed_name("item_id")], [-1]))
         return self.task(self.query_tower(features), self.candidate_tower(features),
+                         candidate_sampling_probability=probability,
                          compute_metrics=not training)
 
 
@@ -88,7 +106,10 @@ def run_fn(fn_args) -> None:
     evaluation = towers.dataset(fn_args, fn_args.eval_files, tf_transform_output,
                                 hp["batch_size"], shuffle=False)
 
-    model = TwoTower(sizes, hp)
+    frequency = item_frequencies(
+        towers.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
+                       shuffle=False), sizes["item_id"])
+    model = TwoTower(sizes, hp, frequency)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(hp["learning_rate"]))
     model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
               validation_data=evaluation.take(fn_args.eval_steps), verbose=2)

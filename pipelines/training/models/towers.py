@@ -22,6 +22,12 @@ def cardinalities(tf_transform_output) -> dict[str, int]:
     return sizes
 
 
+def dense_width(name: str) -> int:
+    """Width of a dense Transform output (see preprocessing.py)."""
+    feature = feature_spec.BY_NAME[name]
+    return {"multi_hot": len(feature.vocabulary), "time_of_week": 4}.get(feature.encoding, 1)
+
+
 class FeatureEncoder(tf.keras.layers.Layer):
     """Concatenates embeddings of categorical features and the dense ones as they are."""
 
@@ -39,8 +45,7 @@ class FeatureEncoder(tf.keras.layers.Layer):
             if name in self.embeddings:
                 parts.append(self.embeddings[name](tf.reshape(x, [-1])))
             else:
-                x = tf.cast(x, tf.float32)
-                parts.append(tf.reshape(x, [tf.shape(x)[0], -1]))
+                parts.append(tf.reshape(tf.cast(x, tf.float32), [-1, dense_width(name)]))
         return tf.concat(parts, axis=1)
 
 

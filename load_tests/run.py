@@ -1,0 +1,167 @@
+"""Load test of the whole stack on 127.0.0.1: bounded in time, prints figures, writes a report.
+
+  python -m load_tests.run --workdir var [--users 20] [--seconds 30] [--target HOST:PORT]
+
+1. Sequential round trips, Recommend and a bare gRPC echo, in the same run: latency and
+   CPU time per call summed over every process involved (from /proc).
+2. Locust, headless, `--users` concurrent gRPC users for `--seconds`: RPS and percentiles.
+Writes reports/loadtest/{summary.json, latency.png, locust.html}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from recsys.v1 import recommend_pb2, recommend_pb2_grpc
+from tools.stack import ROOT, Stack, free_port, service_env
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def sequential(call, n: int, pids: list[int]) -> dict:
+    for _ in range(min(200, n)):  # warm-up
+        call()
+    latencies = []
+    cpu_before = cpu_seconds(pids) + time.process_time()
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        latencies.append((time.perf_counter() - start) * 1000)
+    cpu = cpu_seconds(pids) + time.process_time() - cpu_before
+    latencies.sort()
+    return {"calls": n, "p50_ms": round(statistics.median(latencies), 3),
+            "p99_ms": round(latencies[int(0.99 * n) - 1], 3),
+            "cpu_ms_per_call": round(cpu / n * 1000, 3)}
+
+
+def echo_baseline(n: int) -> dict:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "load_tests.echo", str(port)], cwd=ROOT,
+                              env=service_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            echo = channel.unary_unary("/echo.Echo/Echo")
+            payload = b"x" * 64
+            return sequential(lambda: echo(payload, timeout=2), n, [server.pid])
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def run_locust(target: str, users: int, seconds: int, out: Path) -> dict:
+    prefix = out / "locust"
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests/locustfile.py"),
+               "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
+               "--host", target, "--csv", str(prefix), "--html", str(out / "locust.html"),
+               "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"]
+    subprocess.run(command, cwd=ROOT, env=service_env(), check=False, timeout=seconds + 120)
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    total = rows["Aggregated"]
+    fallbacks = rows.get("Recommend (fallback)", {}).get("Request Count", "0")
+    return {"users": users, "seconds": seconds,
+            "requests": int(total["Request Count"]), "failures": int(total["Failure Count"]),
+            "fallback_answers": int(fallbacks),
+            "rps": round(float(total["Requests/s"]), 1),
+            **{f"p{p}_ms": float(total[f"{p}%"]) for p in (50, 90, 95, 99)}}
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    locust = summary["locust"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    percentiles = ["p50", "p90", "p95", "p99"]
+    left.bar(percentiles, [locust[f"{p}_ms"] for p in percentiles], color="#4c72b0")
+    left.set_title(f"Recommend under load: {locust['users']} users, {locust['rps']} RPS")
+    left.set_ylabel("latency (ms)")
+    kinds = ["echo", "recommend"]
+    right.bar([f"{k}\nlatency" for k in kinds],
+              [summary["sequential"][k]["p50_ms"] for k in kinds], color="#55a868")
+    right.bar([f"{k}\nCPU" for k in kinds],
+              [summary["sequential"][k]["cpu_ms_per_call"] for k in kinds], color="#c44e52")
+    right.set_title("one call, sequential (ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Load test the serving stack on 127.0.0.1.")
+    parser.add_argument("--workdir", default="var")
+    parser.add_argument("--target", help="router address of an already running stack "
+                                         "(default: start one on free ports)")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=2000,
+                        help="sequential calls for the per-call latency and CPU figures")
+    parser.add_argument("--out", default=str(ROOT / "reports" / "loadtest"))
+    args = parser.parse_args(argv)
+    if args.target and not args.target.startswith(("127.", "localhost:", "[::1]:")):
+        parser.error("--target must be a loopback address (127.x.x.x)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    stack = None if args.target else Stack.on_free_ports(args.workdir)
+    try:
+        if stack:
+            print("starting the stack on free ports...", flush=True)
+            stack.start(progress=print)
+        target = args.target or stack.address("services/router")
+        pids = [p.popen.pid for p in stack.processes.values()] if stack else []
+        with grpc.insecure_channel(target) as channel:
+            stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+            request = recommend_pb2.RecommendRequest(user_id="1", num_results=10)
+            print(f"sequential: {args.calls} Recommend calls, then {args.calls} echo calls",
+                  flush=True)
+            recommend = sequential(lambda: stub.Recommend(request, timeout=2), args.calls,
+                                   pids)
+        echo = echo_baseline(args.calls)
+        print(f"locust: {args.users} users for {args.seconds}s against {target}", flush=True)
+        locust = run_locust(target, args.users, args.seconds, out)
+    finally:
+        if stack:
+            stack.stop()
+
+    summary = {"sequential": {"recommend": recommend, "echo": echo,
+                              "latency_ratio": round(recommend["p50_ms"] / echo["p50_ms"], 1),
+                              "cpu_ratio": round(recommend["cpu_ms_per_call"]
+                                                 / echo["cpu_ms_per_call"], 1)},
+               "locust": locust, "cpu_counted": "all stack processes + this client"
+               if stack else "this client only (external target)"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary, out / "latency.png")
+    s, l = summary["sequential"], locust
+    print(f"""
+                         p50 ms   p99 ms   CPU ms/call
+  bare gRPC echo       {echo['p50_ms']:8.2f} {echo['p99_ms']:8.2f} {echo['cpu_ms_per_call']:10.2f}
+  Recommend            {recommend['p50_ms']:8.2f} {recommend['p99_ms']:8.2f} {recommend['cpu_ms_per_call']:10.2f}
+  ratio                {s['latency_ratio']:8.1f}          {s['cpu_ratio']:10.1f}
+
+  locust: {l['users']} users, {l['seconds']} s: {l['rps']} RPS, p50 {l['p50_ms']:.0f} ms,
+          p95 {l['p95_ms']:.0f} ms, p99 {l['p99_ms']:.0f} ms, {l['failures']} failures
+          in {l['requests']} requests ({l['fallback_answers']} fallback answers)
+  report: {out / 'summary.json'}, {out / 'latency.png'}, {out / 'locust.html'}""")
+    return 1 if locust["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
