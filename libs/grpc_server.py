@@ -24,8 +24,13 @@ from libs import log, metrics
 logger = logging.getLogger(__name__)
 
 # Message size headroom: a top-k response over a large catalog is a few MB.
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+SERVER_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                  ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+# Reconnect within a second once a restarted dependency is back (gRPC's default backoff
+# grows to two minutes, which would keep a healthy stage in fallback that long).
+CHANNEL_OPTIONS = SERVER_OPTIONS + [("grpc.initial_reconnect_backoff_ms", 100),
+                                    ("grpc.min_reconnect_backoff_ms", 100),
+                                    ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 def _request_id(request, context) -> str:
@@ -54,8 +59,10 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 code = context.code() or grpc.StatusCode.OK
                 code = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                metrics.RPC_LATENCY.labels(service, method, code).observe(
-                    time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
+                log.event(logger, "rpc", method=method, code=code,
+                          ms=round(seconds * 1000, 2))
                 log.request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -94,7 +101,7 @@ async def start(name: str, register: Callable[[grpc.aio.Server], Iterable[str]],
                 grace_seconds: float = 5.0) -> Server:
     """Builds and starts the server; `register` adds servicers and returns their names."""
     server = grpc.aio.server(interceptors=[_ObservingInterceptor(name)],
-                             options=CHANNEL_OPTIONS)
+                             options=SERVER_OPTIONS)
     names = list(register(server))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -22,3 +22,8 @@ def catalog_items(workdir: Path) -> set[str]:
 def user_in_arm(arm: str, users=range(1, 301)) -> str:
     experiments = config_lib.load(ExperimentConfig, ROOT / "services/router/experiments.yaml")
     return next(str(u) for u in users if experiments.assign(str(u)).name == arm)
+
+
+def newest_version(workdir: Path, model: str) -> int:
+    return max(int(p.name) for p in (workdir / "model_repo" / model).iterdir()
+               if p.name.isdigit())

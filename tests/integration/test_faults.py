@@ -1,6 +1,8 @@
 """A stage that is down degrades the answer (flagged), never fails the client."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from recsys.v1 import common_pb2, recommend_pb2
@@ -52,8 +54,13 @@ def test_candidate_service_down_router_answers_popular_items(stopped, recommend)
     assert len(response.items) == 4
 
 
-def test_service_recovers_when_the_model_server_returns(recommend):
+def test_answers_recover_within_seconds_once_services_return(recommend):
     # runs after the tests above restarted what they stopped
-    response = recommend.Recommend(Request(user_id=user_in_arm("two_stage"), num_results=3),
-                                   timeout=10)
+    deadline = time.monotonic() + 5
+    while True:
+        response = recommend.Recommend(Request(user_id=user_in_arm("two_stage"),
+                                               num_results=3), timeout=10)
+        if not response.fallback or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not response.fallback and response.model_versions.ranking > 0

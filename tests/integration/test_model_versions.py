@@ -9,11 +9,7 @@ import grpc
 
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc
 from tests.integration.conftest import run_pipeline
-from tests.integration.helpers import user_in_arm
-
-
-def _newest(path) -> int:
-    return max(int(p.name) for p in path.iterdir() if p.name.isdigit())
+from tests.integration.helpers import newest_version, user_in_arm
 
 
 def test_pushing_a_new_version_fails_no_request(trained, stack):
@@ -43,9 +39,10 @@ def test_pushing_a_new_version_fails_no_request(trained, stack):
         new_versions = {}
         for name in ("retrieval", "ranking"):
             base = workdir / "model_repo" / name
-            new_versions[name] = _newest(base) + 1
+            current = newest_version(workdir, name)
+            new_versions[name] = current + 1
             # copied in place, file by file, as TFX's Pusher does
-            shutil.copytree(base / str(_newest(base)), base / str(new_versions[name]))
+            shutil.copytree(base / str(current), base / str(new_versions[name]))
         deadline = time.monotonic() + 30
         target = (new_versions["retrieval"], new_versions["ranking"])
         while target not in seen and time.monotonic() < deadline:
