@@ -6,23 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-find_python310() {
-  if command -v python3.10 >/dev/null 2>&1; then command -v python3.10; return; fi
-  if command -v pyenv >/dev/null 2>&1; then
-    local v
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$)' | sort -rV); do
-      PYENV_VERSION=$v pyenv which python 2>/dev/null && return
-    done
-  fi
-  return 1
+is_version() {  # python major.minor: runs it, since a pyenv shim exists for every version
+  "$1" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$2'.split('.'))))" \
+    >/dev/null 2>&1
 }
 
-find_python_serving() {
-  local p
-  for p in python3.11 python3; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-      command -v "$p"; return
-    fi
+find_python() {  # major.minor
+  local p v
+  if command -v pyenv >/dev/null 2>&1; then
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E "^$1(\.|\$)" | sort -rV); do
+      p=$(PYENV_VERSION=$v pyenv which python 2>/dev/null) && is_version "$p" "$1" && {
+        echo "$p"; return; }
+    done
+  fi
+  for p in "python$1" python3; do
+    p=$(command -v "$p" 2>/dev/null) && is_version "$p" "$1" && { echo "$p"; return; }
   done
   return 1
 }
@@ -42,12 +40,12 @@ make_env() {  # name python lockfile
   echo "setup: $name environment ready"
 }
 
-PY310=$(find_python310) || {
+PY310=$(find_python 3.10) || {
   echo "error: Python 3.10 not found (TFX 1.16 needs it). Install it, e.g." >&2
   echo "  pyenv install 3.10.13     or     apt-get install python3.10 python3.10-venv" >&2
   exit 1
 }
-PY311=$(find_python_serving) || {
+PY311=$(find_python 3.11) || {
   echo "error: Python 3.11 not found for the serving environment; install python3.11" >&2
   exit 1
 }
