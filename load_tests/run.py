@@ -104,6 +104,11 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _row(figures: dict) -> str:
+    return (f"{figures['p50_ms']:8.2f} {figures['p99_ms']:8.2f} "
+            f"{figures['cpu_ms_per_call']:10.2f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Load test the serving stack on 127.0.0.1.")
     parser.add_argument("--workdir", default="var")
@@ -149,16 +154,16 @@ def main(argv=None) -> int:
                if stack else "this client only (external target)"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary, out / "latency.png")
-    s, l = summary["sequential"], locust
+    s, lc = summary["sequential"], locust
     print(f"""
                          p50 ms   p99 ms   CPU ms/call
-  bare gRPC echo       {echo['p50_ms']:8.2f} {echo['p99_ms']:8.2f} {echo['cpu_ms_per_call']:10.2f}
-  Recommend            {recommend['p50_ms']:8.2f} {recommend['p99_ms']:8.2f} {recommend['cpu_ms_per_call']:10.2f}
+  bare gRPC echo       {_row(echo)}
+  Recommend            {_row(recommend)}
   ratio                {s['latency_ratio']:8.1f}          {s['cpu_ratio']:10.1f}
 
-  locust: {l['users']} users, {l['seconds']} s: {l['rps']} RPS, p50 {l['p50_ms']:.0f} ms,
-          p95 {l['p95_ms']:.0f} ms, p99 {l['p99_ms']:.0f} ms, {l['failures']} failures
-          in {l['requests']} requests ({l['fallback_answers']} fallback answers)
+  locust: {lc['users']} users, {lc['seconds']} s: {lc['rps']} RPS, p50 {lc['p50_ms']:.0f} ms,
+          p95 {lc['p95_ms']:.0f} ms, p99 {lc['p99_ms']:.0f} ms, {lc['failures']} failures
+          in {lc['requests']} requests ({lc['fallback_answers']} fallback answers)
   report: {out / 'summary.json'}, {out / 'latency.png'}, {out / 'locust.html'}""")
     return 1 if locust["failures"] else 0
 

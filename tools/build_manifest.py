@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"proto_library", "py_library", "service", "pipeline", "test_suite", "load_test",
-         "tool"}
+         "tool", "manifests"}
 
 
 @dataclass
@@ -20,6 +20,8 @@ class Target:
     entry: str = ""
     config: str = ""
     deps: list[str] = field(default_factory=list)
+    image: str = ""
+    dockerfile: str = ""
 
 
 def load(path: Path = ROOT / "BUILD") -> dict[str, Target]:

@@ -4,25 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from libs.feature_spec import MODEL_NAMES
+from libs.service import ModelStageConfig
 
 
 @dataclass
-class CandidateConfig:
-    host: str = "127.0.0.1"
+class CandidateConfig(ModelStageConfig):
     port: int = 50052
     metrics_port: int = 9102
-    model_server: str = "127.0.0.1:8500"
     model_name: str = MODEL_NAMES.retrieval
-    model_timeout_ms: int = 150
-    catalog_dir: str = "var/data/catalog"
     max_candidates: int = 500
-    grace_seconds: float = 5.0
-    log_level: str = "INFO"
-
-    def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"field 'port' must be 0..65535, got {self.port}")
-        if self.model_timeout_ms <= 0:
-            raise ValueError("field 'model_timeout_ms' must be positive")
-        if self.max_candidates <= 0:
-            raise ValueError("field 'max_candidates' must be positive")

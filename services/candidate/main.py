@@ -1,13 +1,12 @@
 """Entry point: python -m services.candidate.main [--config FILE] [--set key=value]."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
 
-from libs import config as config_lib, grpc_server, log
-from libs.feature_store import CatalogFeatures, FeatureStoreError
+from libs import grpc_server, service
+from libs.feature_store import CatalogFeatures
 from libs.serving_client import ModelClient
 from recsys.v1 import candidate_pb2_grpc
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
@@ -25,7 +24,8 @@ class CandidateServicer(candidate_pb2_grpc.CandidateServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
 
-async def serve(config: CandidateConfig, features: CatalogFeatures) -> None:
+async def serve(config: CandidateConfig) -> None:
+    features = CatalogFeatures(config.catalog_dir)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     generator = CandidateGenerator(features, client, config.model_name, config.max_candidates)
 
@@ -40,15 +40,8 @@ async def serve(config: CandidateConfig, features: CatalogFeatures) -> None:
 
 
 def main(argv=None) -> None:
-    config = config_lib.from_command_line(
-        CandidateConfig, "Candidate retrieval service", Path(__file__).with_name("config.yaml"),
-        "RECSYS_CANDIDATE", argv)
-    log.setup("candidate", config.log_level)
-    try:
-        features = CatalogFeatures(config.catalog_dir)
-    except FeatureStoreError as err:
-        raise SystemExit(f"error: {err}") from None
-    asyncio.run(serve(config, features))
+    service.run("candidate", CandidateConfig, "Candidate retrieval service",
+                Path(__file__).with_name("config.yaml"), serve, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from libs.config import ConfigError
+from libs.service import ServiceConfig
 from services.model_server.repository import ModelSource
 
 
 @dataclass
-class ModelServerConfig:
-    host: str = "127.0.0.1"
+class ModelServerConfig(ServiceConfig):
     port: int = 8500  # TF Serving's gRPC port
     metrics_port: int = 8502
     model_repo: str = "var/model_repo"
@@ -23,12 +23,9 @@ class ModelServerConfig:
     model_config_file: str = ""
     poll_seconds: float = 1.0
     settle_seconds: float = 1.0  # a version is loaded once its files stop changing
-    grace_seconds: float = 5.0
-    log_level: str = "INFO"
 
     def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"field 'port' must be 0..65535, got {self.port}")
+        super().validate()
         if self.poll_seconds <= 0:
             raise ValueError("field 'poll_seconds' must be positive")
         if not self.model_config_file and not self.model_names:

@@ -1,7 +1,6 @@
 """Entry point: python -m services.model_server.main [--config FILE] [--set key=value]."""
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -10,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
 
-from libs import config as config_lib, grpc_server, log  # noqa: E402
+from libs import grpc_server, service  # noqa: E402
 from services.model_server import prediction  # noqa: E402
 from services.model_server.config import ModelServerConfig, model_sources  # noqa: E402
 from services.model_server.repository import ModelRepository  # noqa: E402
@@ -44,8 +43,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return await _answer(context, prediction.model_status, self.repo, request)
 
 
-async def serve(config: ModelServerConfig, sources: list) -> None:
-    repo = ModelRepository(sources, config.settle_seconds)
+async def serve(config: ModelServerConfig) -> None:
+    repo = ModelRepository(model_sources(config), config.settle_seconds)
     repo.poll()  # load what is there before accepting traffic
     repo.start_polling(config.poll_seconds)
 
@@ -64,15 +63,8 @@ async def serve(config: ModelServerConfig, sources: list) -> None:
 
 
 def main(argv=None) -> None:
-    config = config_lib.from_command_line(
-        ModelServerConfig, "TF Serving-compatible model server",
-        Path(__file__).with_name("config.yaml"), "RECSYS_MODEL_SERVER", argv)
-    log.setup("model_server", config.log_level)
-    try:
-        sources = model_sources(config)
-    except config_lib.ConfigError as err:
-        raise SystemExit(f"error: invalid configuration: {err}") from None
-    asyncio.run(serve(config, sources))
+    service.run("model_server", ModelServerConfig, "TF Serving-compatible model server",
+                Path(__file__).with_name("config.yaml"), serve, argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """Entry point: python -m services.ranking.main [--config FILE] [--set key=value]."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
 
-from libs import config as config_lib, grpc_server, log
-from libs.feature_store import CatalogFeatures, FeatureStoreError
+from libs import grpc_server, service
+from libs.feature_store import CatalogFeatures
 from libs.serving_client import ModelClient
 from recsys.v1 import ranking_pb2_grpc
 from services.ranking.config import RankingConfig
@@ -28,7 +27,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
                                 f"ranking model: {err.code().name}: {err.details()}")
 
 
-async def serve(config: RankingConfig, features: CatalogFeatures) -> None:
+async def serve(config: RankingConfig) -> None:
+    features = CatalogFeatures(config.catalog_dir)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     ranker = Ranker(features, client, config.model_name, config.max_candidates)
 
@@ -42,15 +42,8 @@ async def serve(config: RankingConfig, features: CatalogFeatures) -> None:
 
 
 def main(argv=None) -> None:
-    config = config_lib.from_command_line(
-        RankingConfig, "Ranking service", Path(__file__).with_name("config.yaml"),
-        "RECSYS_RANKING", argv)
-    log.setup("ranking", config.log_level)
-    try:
-        features = CatalogFeatures(config.catalog_dir)
-    except FeatureStoreError as err:
-        raise SystemExit(f"error: {err}") from None
-    asyncio.run(serve(config, features))
+    service.run("ranking", RankingConfig, "Ranking service",
+                Path(__file__).with_name("config.yaml"), serve, argv)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from libs.service import ServiceConfig
+
 
 @dataclass
-class RouterConfig:
-    host: str = "127.0.0.1"
+class RouterConfig(ServiceConfig):
     port: int = 50051
     metrics_port: int = 9101
     candidate_service: str = "127.0.0.1:50052"
@@ -18,12 +19,9 @@ class RouterConfig:
     max_results: int = 100
     # Popular-items fallback when the candidate service is down.
     catalog_dir: str = "var/data/catalog"
-    grace_seconds: float = 5.0
-    log_level: str = "INFO"
 
     def validate(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"field 'port' must be 0..65535, got {self.port}")
+        super().validate()
         if self.deadline_ms <= 0:
             raise ValueError("field 'deadline_ms' must be positive")
         if self.max_results <= 0:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 
-from libs import config as config_lib, grpc_server, log
-from libs.feature_store import CatalogFeatures, FeatureStoreError
+from libs import grpc_server, service
+from libs.feature_store import CatalogFeatures
 from recsys.v1 import candidate_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc
 from services.router.config import RouterConfig
 from services.router.experiments import ExperimentSource
@@ -32,8 +32,9 @@ async def _watch(experiments: ExperimentSource, interval: float) -> None:
         experiments.reload_if_changed()
 
 
-async def serve(config: RouterConfig, experiments: ExperimentSource,
-                popular: CatalogFeatures) -> None:
+async def serve(config: RouterConfig) -> None:
+    experiments = ExperimentSource(config.experiments_file)
+    popular = CatalogFeatures(config.catalog_dir)
     candidate_channel = grpc_server.channel(config.candidate_service)
     ranking_channel = grpc_server.channel(config.ranking_service)
     recommender = Recommender(
@@ -60,16 +61,8 @@ async def serve(config: RouterConfig, experiments: ExperimentSource,
 
 
 def main(argv=None) -> None:
-    config = config_lib.from_command_line(
-        RouterConfig, "Router: the public RecommendService",
-        Path(__file__).with_name("config.yaml"), "RECSYS_ROUTER", argv)
-    log.setup("router", config.log_level)
-    try:
-        experiments = ExperimentSource(config.experiments_file)
-        popular = CatalogFeatures(config.catalog_dir)
-    except (config_lib.ConfigError, FeatureStoreError) as err:
-        raise SystemExit(f"error: {err}") from None
-    asyncio.run(serve(config, experiments, popular))
+    service.run("router", RouterConfig, "Router: the public RecommendService",
+                Path(__file__).with_name("config.yaml"), serve, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ class InvalidRequest(ValueError):
 
 
 class Recommender:
-    def __init__(self, experiments: ExperimentSource, candidates: candidate_pb2_grpc.CandidateServiceStub,
+    def __init__(self, experiments: ExperimentSource,
+                 candidates: candidate_pb2_grpc.CandidateServiceStub,
                  ranking: ranking_pb2_grpc.RankingServiceStub, popular: CatalogFeatures,
                  deadline_seconds: float, max_results: int):
         self.experiments, self.candidates, self.ranking = experiments, candidates, ranking

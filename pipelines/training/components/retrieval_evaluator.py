@@ -3,10 +3,11 @@
 TFMA's Evaluator suits pointwise models (the ranking model uses it); a retrieval model is
 judged on whether the item a user rated next appears in the model's top k over the whole
 catalog. This component computes that on the eval split for the candidate model, the
-last blessed retrieval model and a most-popular baseline, and blesses the candidate only
+last blessed retrieval model and a most-popular baseline. It blesses the candidate only
 if it reaches `min_accuracy` and `min_ratio_to_popularity` times the baseline's accuracy,
-and is not worse than the last blessed model by more than `tolerance`. It writes the same `blessed` / `current_model_id` properties as the
-Evaluator, so the Pusher and the latest-blessed-model resolver work with it unchanged.
+and is not worse than the last blessed model by more than `tolerance`. It writes the
+`blessed` / `current_model_id` properties the Evaluator writes, so the Pusher and the
+latest-blessed-model resolver work with it unchanged.
 """
 # No `from __future__ import annotations`: TFX reads these type hints at definition time.
 import collections
