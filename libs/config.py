@@ -61,14 +61,16 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type[T], raw: dict, source: str) -> T:
+def _build(cls: type[T], raw: dict, source: str, origins: dict | None = None) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
                           f"allowed: {', '.join(sorted(fields))}")
-    values = {k: _convert(v, hints[k], f"{source}: field '{k}'") for k, v in raw.items()}
+    origins = origins or {}
+    values = {k: _convert(v, hints[k], f"{origins.get(k, source)}: field '{k}'")
+              for k, v in raw.items()}
     try:
         obj = cls(**values)
     except TypeError as err:
@@ -83,9 +85,9 @@ def _build(cls: type[T], raw: dict, source: str) -> T:
 
 
 def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = None,
-         overrides: dict | None = None) -> T:
+         overrides: dict | None = None, overrides_name: str = "override") -> T:
     raw: dict = {}
-    sources = []
+    sources, origins = [], {}
     if path:
         path = Path(path)
         try:
@@ -97,6 +99,7 @@ def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         raw.update(loaded)
+        origins.update(dict.fromkeys(loaded, str(path)))
         sources.append(str(path))
     if env_prefix:
         for f in dataclasses.fields(cls):
@@ -104,9 +107,11 @@ def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = 
             if name in os.environ:
                 value = os.environ[name]
                 raw[f.name] = yaml.safe_load(value) if value.strip() else value
+                origins[f.name] = name
                 sources.append(name)
     raw.update(overrides or {})
-    return _build(cls, raw, " + ".join(sources) or cls.__name__)
+    origins.update(dict.fromkeys(overrides or {}, overrides_name))
+    return _build(cls, raw, " + ".join(sources) or cls.__name__, origins)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -133,7 +138,7 @@ def from_command_line(cls: type[T], description: str, default_path: str | Path,
     args = parser.parse_args(argv)
     try:
         return load(cls, args.config, env_prefix=env_prefix,
-                    overrides=parse_overrides(args.set))
+                    overrides=parse_overrides(args.set), overrides_name="--set")
     except ConfigError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)
         raise SystemExit(2) from None
