@@ -61,8 +61,10 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
                 code = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 seconds = time.perf_counter() - start
                 metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
-                log.event(logger, "rpc", method=method, code=code,
-                          ms=round(seconds * 1000, 2))
+                # one line per failed call; successful ones only at DEBUG (a JSON line
+                # per hop costs about 0.1 ms of CPU)
+                log.event(logger, "rpc", logging.DEBUG if code == "OK" else logging.INFO,
+                          method=method, code=code, ms=round(seconds * 1000, 2))
                 log.request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

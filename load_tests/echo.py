@@ -12,7 +12,7 @@ METHOD = "/echo.Echo/Echo"
 
 async def serve(port: int) -> None:
     server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: _echo(request))
+    handler = grpc.unary_unary_rpc_method_handler(_echo)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "echo.Echo", {"Echo": handler})])
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -21,7 +21,7 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
-async def _echo(request: bytes) -> bytes:
+async def _echo(request: bytes, context) -> bytes:
     return request
 
 

@@ -23,6 +23,10 @@ class ModelServerConfig(ServiceConfig):
     model_config_file: str = ""
     poll_seconds: float = 1.0
     settle_seconds: float = 1.0  # a version is loaded once its files stop changing
+    # TensorFlow thread pools; 0 = one per core. Requests are small, so one thread each
+    # costs less CPU per call than TensorFlow's default pools (measured: -15 %).
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
 
     def validate(self) -> None:
         super().validate()

@@ -7,6 +7,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
 
 from libs import grpc_server, service  # noqa: E402
@@ -44,6 +45,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 async def serve(config: ModelServerConfig) -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
     repo = ModelRepository(model_sources(config), config.settle_seconds)
     repo.poll()  # load what is there before accepting traffic
     repo.start_polling(config.poll_seconds)

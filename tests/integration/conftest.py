@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stack(trained):
     workdir, _ = trained
-    stack = Stack.on_free_ports(workdir)
+    stack = Stack.on_free_ports(workdir, extra={"services/candidate": ["log_level=DEBUG"]})
     stack.start()
     yield stack
     stack.stop()
