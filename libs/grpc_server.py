@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # Message size headroom: a top-k response over a large catalog is a few MB.
 SERVER_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+# gRPC turns SO_REUSEPORT on by default: a second instance on a taken port would then
+# silently share its traffic instead of failing.
+_SERVER_ONLY_OPTIONS = [("grpc.so_reuseport", 0)]
 # Reconnect within a second once a restarted dependency is back (gRPC's default backoff
 # grows to two minutes, which would keep a healthy stage in fallback that long).
 CHANNEL_OPTIONS = SERVER_OPTIONS + [("grpc.initial_reconnect_backoff_ms", 100),
@@ -43,8 +46,12 @@ def _request_id(request, context) -> str:
 class _ObservingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str):
         self.service = service
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method, built once
 
     async def intercept_service(self, continuation, details):
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
         if handler is None or not handler.unary_unary:
             return handler
@@ -67,9 +74,11 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
                           method=method, code=code, ms=round(seconds * 1000, 2))
                 log.request_id.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             observed, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+        self._wrapped[details.method] = wrapped
+        return wrapped
 
 
 class Server:
@@ -103,16 +112,19 @@ async def start(name: str, register: Callable[[grpc.aio.Server], Iterable[str]],
                 grace_seconds: float = 5.0) -> Server:
     """Builds and starts the server; `register` adds servicers and returns their names."""
     server = grpc.aio.server(interceptors=[_ObservingInterceptor(name)],
-                             options=SERVER_OPTIONS)
+                             options=SERVER_OPTIONS + _SERVER_ONLY_OPTIONS)
     names = list(register(server))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
     if not bound:
-        raise OSError(f"{name}: cannot listen on {host}:{port}")
+        raise OSError(f"cannot listen on {host}:{port} (in use, or not an address here)")
     await server.start()
     for service in ["", *names]:
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -2,8 +2,9 @@
 
   python -m load_tests.run --workdir var [--users 20] [--seconds 30] [--target HOST:PORT]
 
-1. Sequential round trips, Recommend and a bare gRPC echo, in the same run: latency and
-   CPU time per call summed over every process involved (from /proc).
+1. Sequential round trips, Recommend and a bare gRPC echo (grpc.aio and thread-pool
+   servers), in the same run: latency and CPU time per call summed over every process
+   involved (from /proc).
 2. Locust, headless, `--users` concurrent gRPC users for `--seconds`: RPS and percentiles.
 Writes reports/loadtest/{summary.json, latency.png, locust.html}.
 """
@@ -51,9 +52,10 @@ def sequential(call, n: int, pids: list[int]) -> dict:
             "cpu_ms_per_call": round(cpu / n * 1000, 3)}
 
 
-def echo_baseline(n: int) -> dict:
+def echo_baseline(n: int, sync: bool = False) -> dict:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "load_tests.echo", str(port)], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "load_tests.echo", str(port),
+                               *(["--sync"] if sync else [])], cwd=ROOT,
                               env=service_env(), stdout=subprocess.PIPE, text=True)
     try:
         server.stdout.readline()
@@ -140,13 +142,14 @@ def main(argv=None) -> int:
             recommend = sequential(lambda: stub.Recommend(request, timeout=2), args.calls,
                                    pids)
         echo = echo_baseline(args.calls)
+        echo_sync = echo_baseline(args.calls, sync=True)
         print(f"locust: {args.users} users for {args.seconds}s against {target}", flush=True)
         locust = run_locust(target, args.users, args.seconds, out)
     finally:
         if stack:
             stack.stop()
 
-    summary = {"sequential": {"recommend": recommend, "echo": echo,
+    summary = {"sequential": {"recommend": recommend, "echo": echo, "echo_sync": echo_sync,
                               "latency_ratio": round(recommend["p50_ms"] / echo["p50_ms"], 1),
                               "cpu_ratio": round(recommend["cpu_ms_per_call"]
                                                  / echo["cpu_ms_per_call"], 1)},
@@ -157,7 +160,8 @@ def main(argv=None) -> int:
     s, lc = summary["sequential"], locust
     print(f"""
                          p50 ms   p99 ms   CPU ms/call
-  bare gRPC echo       {_row(echo)}
+  bare gRPC echo       {_row(echo)}   (grpc.aio server)
+  same, sync server    {_row(echo_sync)}
   Recommend            {_row(recommend)}
   ratio                {s['latency_ratio']:8.1f}          {s['cpu_ratio']:10.1f}
 

@@ -1,0 +1,81 @@
+"""The shared server bootstrap: graceful shutdown, health, metrics, request ids."""
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from libs import grpc_server, log
+
+SERVICE = "test.Slow"
+seen_request_ids: list[str] = []
+
+
+async def slow_echo(request: bytes, context) -> bytes:
+    seen_request_ids.append(log.request_id.get())
+    await asyncio.sleep(0.5)
+    return request
+
+
+def register(server):
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(slow_echo)})])
+    return [SERVICE]
+
+
+def test_stop_lets_calls_in_flight_finish_and_refuses_new_ones():
+    asyncio.run(_stop_lets_calls_in_flight_finish())
+
+
+async def _stop_lets_calls_in_flight_finish():
+    server = await grpc_server.start("test", register, "127.0.0.1", 0, 0, grace_seconds=5)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE}/Call")
+        in_flight = asyncio.ensure_future(call(b"hello", metadata=(("x-request-id", "r-1"),),
+                                               timeout=5))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(server.wait())
+        server.stop()
+        assert await in_flight == b"hello"
+        await waiting
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"late", timeout=1)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert seen_request_ids[-1] == "r-1"
+
+
+def test_health_reports_serving_and_metrics_count_calls():
+    asyncio.run(_health_and_metrics())
+
+
+async def _health_and_metrics():
+    server = await grpc_server.start("test", register, "127.0.0.1", 0, 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            await channel.unary_unary(f"/{SERVICE}/Call")(b"x", timeout=5)
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode())
+        assert 'recsys_rpc_server_seconds_count{code="OK",method="Call",service="test"}' in text
+    finally:
+        server.stop()
+        await server.wait()
+
+
+def test_port_in_use_is_a_clear_error():
+    asyncio.run(_port_in_use())
+
+
+async def _port_in_use():
+    first = await grpc_server.start("test", register, "127.0.0.1", 0, None)
+    try:
+        with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+            await grpc_server.start("test", register, "127.0.0.1", first.port, None)
+    finally:
+        first.stop()
+        await first.wait()
