@@ -1,6 +1,6 @@
 """The TFX pipeline: wires components, nothing else.
 
-ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> DataValidationGate
            -> Transform -> retrieval Trainer -> RetrievalEvaluator -> Pusher
                         -> ranking Trainer   -> Evaluator (TFMA)   -> Pusher
 Each evaluator compares the new model with the last blessed one of its kind and
@@ -14,6 +14,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from libs import feature_spec
+from pipelines.training.components.data_gate import DataValidationGate
 from pipelines.training.components.retrieval_evaluator import RetrievalEvaluator
 from pipelines.training.config import PipelineConfig
 from pipelines.training.models import ranking
@@ -68,14 +69,19 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             tfx.proto.Input.Split(name="eval", pattern="eval/*")]))
     examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    # The schema comes from the training (older) data alone, so the validator checks the
+    # newest data against what the model was built on.
     schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True,
+        exclude_splits=["eval"])
     schema = schema_gen.outputs["schema"]
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema)
+    data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=examples, schema=schema,
         preprocessing_fn=f"{MODELS}.preprocessing.preprocessing_fn")
+    transform.add_upstream_node(data_gate)
 
     def trainer(name: str, steps: int):
         return tfx.components.Trainer(
@@ -111,7 +117,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     ).with_id("ranking_evaluator")
 
     components = [
-        example_gen, statistics_gen, schema_gen, example_validator, transform,
+        example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
         retrieval_trainer, retrieval_baseline, retrieval_evaluator,
         _pusher(retrieval_trainer.outputs["model"], retrieval_evaluator.outputs["blessing"],
                 config.model_repo, feature_spec.MODEL_NAMES.retrieval),

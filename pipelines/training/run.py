@@ -121,7 +121,11 @@ def main(argv=None) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     print(f"pipeline: {len(pipeline.components)} components, "
           f"snapshot {snapshot['content_sha256'][:12]}", flush=True)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except Exception as err:  # a component failed: say which and why, not a traceback
+        print(f"error: the pipeline stopped: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
     summary = {"snapshot": snapshot, "wall_seconds": round(time.monotonic() - start, 1),
                **summarize(config)}
