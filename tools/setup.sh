@@ -25,6 +25,10 @@ find_python() {  # major.minor
   return 1
 }
 
+pip_quiet() {  # pip without progress or warnings about find-links dirs this host lacks
+  "$@" --quiet --disable-pip-version-check 2> >(grep -v "is neither a file nor a directory" >&2)
+}
+
 make_env() {  # name python lockfile
   local name=$1 python=$2 lock=$3 dir=.venv/$1
   local stamp; stamp=$(sha256sum "$lock" | cut -d' ' -f1)
@@ -34,8 +38,8 @@ make_env() {  # name python lockfile
   echo "setup: creating the $name environment with $("$python" --version) (a few minutes)"
   rm -rf "$dir"
   "$python" -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
-  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$lock"
+  pip_quiet "$dir/bin/pip" install --upgrade pip
+  pip_quiet "$dir/bin/pip" install -r "$lock"
   echo "$stamp" > "$dir/.lock.sha256"
   echo "setup: $name environment ready"
 }

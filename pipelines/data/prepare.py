@@ -43,8 +43,10 @@ def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
         for i, values in enumerate(zip(*columns)):
             example = tf.train.Example(features=tf.train.Features(feature={
                 name: feature(v, dtype) for (name, dtype), v in zip(specs, values)}))
-            writer.write(example.SerializeToString())
-            if progress and (i + 1) % 100_000 == 0:
+            # map fields serialize in arbitrary order unless asked: the content hash needs
+            # the same bytes for the same data
+            writer.write(example.SerializeToString(deterministic=True))
+            if (i + 1) % 100_000 == 0:
                 progress(f"  {path.parent.name}: {i + 1:,} examples written")
 
 
@@ -62,6 +64,7 @@ def prepare(data: Dataset, out: str | Path, train_fraction: float = 0.8,
             progress=print) -> dict:
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    progress = progress or (lambda _message: None)
     out = Path(out)
     for sub in ("examples", "catalog"):
         shutil.rmtree(out / sub, ignore_errors=True)
