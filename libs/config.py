@@ -64,11 +64,12 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
 def _build(cls: type[T], raw: dict, source: str, origins: dict | None = None) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    origins = origins or {}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
+        raise ConfigError(f"{origins.get(unknown[0], source)}: unknown key(s) "
+                          f"{', '.join(map(repr, unknown))}; "
                           f"allowed: {', '.join(sorted(fields))}")
-    origins = origins or {}
     values = {k: _convert(v, hints[k], f"{origins.get(k, source)}: field '{k}'")
               for k, v in raw.items()}
     try:
@@ -109,8 +110,10 @@ def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = 
                 raw[f.name] = yaml.safe_load(value) if value.strip() else value
                 origins[f.name] = name
                 sources.append(name)
-    raw.update(overrides or {})
-    origins.update(dict.fromkeys(overrides or {}, overrides_name))
+    if overrides:
+        raw.update(overrides)
+        origins.update(dict.fromkeys(overrides, overrides_name))
+        sources.append(overrides_name)
     return _build(cls, raw, " + ".join(sources) or cls.__name__, origins)
 
 

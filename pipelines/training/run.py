@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         if args.data_dir:
             overrides["data_dir"] = args.data_dir
         config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
-                                 overrides=overrides)
+                                 overrides=overrides, overrides_name="command line")
         start = time.monotonic()
         data = (synthetic.generate(config.synthetic_users, config.synthetic_items,
                                    config.synthetic_ratings, config.seed)
