@@ -5,7 +5,6 @@ import contextvars
 import json
 import logging
 import sys
-import time
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -45,6 +44,3 @@ def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields)
     """Logs msg with extra structured fields."""
     logger.log(level, msg, extra={"fields": fields})
 
-
-def now_ms() -> float:
-    return time.perf_counter() * 1000.0

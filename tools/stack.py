@@ -154,12 +154,6 @@ class Stack:
         for name in reversed(list(self.processes)):
             self.stop_service(name)
 
-    def __enter__(self) -> "Stack":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the serving stack in the foreground.")

@@ -62,12 +62,16 @@ class Recommender:
             request_id=request.request_id or log.request_id.get() or uuid.uuid4().hex,
             experiment=config.name, arm=arm.name, config_version=config.version)
         metadata = (("x-request-id", response.request_id),)
+        context = common_pb2.Context()
+        context.CopyFrom(request.context)
+        if not context.timestamp_seconds:  # both stages see the same moment
+            context.timestamp_seconds = int(time.time())
 
         try:
             retrieved = await self.candidates.GetCandidates(candidate_pb2.CandidateRequest(
                 user_id=request.user_id, num_candidates=max(arm.num_candidates,
                                                             request.num_results),
-                context=request.context, exclude_item_ids=request.filters.exclude_item_ids,
+                context=context, exclude_item_ids=request.filters.exclude_item_ids,
                 request_id=response.request_id, model_version=arm.retrieval_version),
                 timeout=remaining(), metadata=metadata)
         except grpc.aio.AioRpcError as err:
@@ -83,7 +87,7 @@ class Recommender:
         if arm.rank and items and not retrieved.fallback:
             try:
                 ranked = await self.ranking.Rank(ranking_pb2.RankRequest(
-                    user_id=request.user_id, candidates=items, context=request.context,
+                    user_id=request.user_id, candidates=items, context=context,
                     request_id=response.request_id, model_version=arm.ranking_version),
                     timeout=remaining(), metadata=metadata)
                 items = list(ranked.items)

@@ -20,7 +20,7 @@ from libs import feature_spec
 from libs.feature_spec import transformed_name
 from pipelines.training.models import towers
 
-QUERY_FEATURES = feature_spec.USER_FEATURES + feature_spec.CONTEXT_FEATURES
+QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
 DEFAULTS = {"batch_size": 1024, "learning_rate": 0.2, "embedding_dim": 32,
             "hidden_units": 64}
