@@ -12,14 +12,14 @@ from pathlib import Path
 import grpc
 
 from recsys.v1 import common_pb2, recommend_pb2, recommend_pb2_grpc
-from tools.stack import DEFAULT_PORTS, Stack
+from tools.stack import Stack, configured_ports
 
 UNKNOWN_USER = "new-user-without-history"
 
 
 def _ports_in_use() -> bool:
     import socket
-    for port, _ in DEFAULT_PORTS.values():
+    for port, _ in configured_ports().values():
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True

@@ -19,17 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tools import build_manifest
 
 ROOT = build_manifest.ROOT
-DEFAULT_PORTS = {  # grpc, metrics
-    "services/model_server": (8500, 8502),
-    "services/candidate": (50052, 9102),
-    "services/ranking": (50053, 9103),
-    "services/router": (50051, 9101),
-}
+SERVICES = build_manifest.services_in_start_order(build_manifest.load())
+
+
+def configured_ports() -> dict[str, tuple[int, int]]:
+    """(grpc, metrics) port of each service from its config file and environment, the
+    same sources the service itself reads (RECSYS_<SERVICE>_PORT overrides the file)."""
+    ports = {}
+    for target in SERVICES:
+        values = yaml.safe_load((ROOT / target.config).read_text()) or {}
+        prefix = f"RECSYS_{target.name.split('/')[-1].upper()}"
+        ports[target.name] = tuple(int(os.environ.get(f"{prefix}_{key.upper()}", values[key]))
+                                   for key in ("port", "metrics_port"))
+    return ports
 
 
 def free_port() -> int:
@@ -62,13 +70,13 @@ class Stack:
     def __init__(self, workdir: str | Path, ports: dict[str, tuple[int, int]] | None = None,
                  extra: dict[str, list[str]] | None = None):
         self.workdir = Path(workdir).resolve()
-        self.ports = ports or DEFAULT_PORTS
+        self.ports = ports or configured_ports()
         self.extra = extra or {}
         self.processes: dict[str, Process] = {}
 
     @classmethod
     def on_free_ports(cls, workdir, **kwargs) -> "Stack":
-        return cls(workdir, {name: (free_port(), free_port()) for name in DEFAULT_PORTS},
+        return cls(workdir, {t.name: (free_port(), free_port()) for t in SERVICES},
                    **kwargs)
 
     def address(self, name: str) -> str:
@@ -108,7 +116,7 @@ class Stack:
 
     def start(self, progress=None) -> "Stack":
         try:
-            for target in build_manifest.services_in_start_order(build_manifest.load()):
+            for target in SERVICES:
                 started = time.monotonic()
                 process = self.start_service(target)
                 if progress:
