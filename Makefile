@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 TRAIN_ARGS := --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train serve demo test test-unit test-training test-integration loadtest clean
+.PHONY: help setup protos train serve demo test lint test-unit test-training test-integration loadtest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ serve: setup  ## start the model server and the three services in the foreground
 demo: train  ## set up, train, serve, and print recommendations for a few users
 	$(SERVING_PY) -m tools.demo --workdir $(WORKDIR)
 
-test: setup test-unit test-training test-integration  ## all tests (what CI runs)
+test: setup lint test-unit test-training test-integration  ## all tests (what CI runs)
+
+lint:  ## static checks (ruff)
+	.venv/serving/bin/ruff check --quiet .
 
 test-unit:  ## unit tests (serving environment)
 	$(SERVING_PY) -m pytest tests/unit -q
