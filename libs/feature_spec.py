@@ -1,6 +1,6 @@
 """The one feature spec: names, types, defaults and encodings of every raw feature.
 
-Read by the data preparation (column order of the training CSV), the TFX Transform
+Read by the data preparation (types of the tf.Examples), the TFX Transform
 (`pipelines/training/models/preprocessing.py`), the model export signatures and the
 serving side (`libs/feature_store.py`, the candidate and ranking services), so training
 and serving cannot disagree about a feature. Pure Python: both environments import it.
@@ -30,25 +30,24 @@ GENRE_SEPARATOR = "|"
 class Feature:
     name: str
     dtype: str  # "string" | "int64" | "float"
-    entity: str  # "user" | "item" | "context" | "label" | "id"
+    entity: str  # "user" | "item" | "context" | "label"
     default: Any
     encoding: str  # how Transform encodes it, see preprocessing.py
     vocabulary: tuple = ()
     boundaries: tuple = ()
-    # vocabulary computed from data by Transform (ids) rather than fixed here
-    learned_vocabulary_size: int = 0
     description: str = ""
 
 
 FEATURES: tuple[Feature, ...] = (
+    # ids: the vocabulary is learned from the training data by Transform
     Feature("user_id", "string", "user", "", "learned_vocabulary",
-            learned_vocabulary_size=100_000, description="user identifier"),
+            description="user identifier"),
     Feature("age", "int64", "user", 30, "bucketize", boundaries=AGE_BOUNDARIES),
     Feature("gender", "string", "user", "", "fixed_vocabulary", vocabulary=GENDERS),
     Feature("occupation", "string", "user", "other", "fixed_vocabulary",
             vocabulary=OCCUPATIONS),
     Feature("item_id", "string", "item", "", "learned_vocabulary",
-            learned_vocabulary_size=100_000, description="item identifier"),
+            description="item identifier"),
     Feature("genres", "string", "item", "unknown", "multi_hot", vocabulary=GENRES,
             description=f"genre names joined by '{GENRE_SEPARATOR}'"),
     Feature("release_year", "int64", "item", 1990, "scale", boundaries=(1920, 2000),
@@ -60,8 +59,6 @@ FEATURES: tuple[Feature, ...] = (
 BY_NAME = {f.name: f for f in FEATURES}
 LABEL = "rating"
 
-# Column order of the prepared training CSV (one row per rating).
-CSV_COLUMNS = tuple(f.name for f in FEATURES)
 USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
 ITEM_FEATURES = tuple(f.name for f in FEATURES if f.entity == "item")
 CONTEXT_FEATURES = tuple(f.name for f in FEATURES if f.entity == "context")
@@ -70,8 +67,8 @@ CONTEXT_FEATURES = tuple(f.name for f in FEATURES if f.entity == "context")
 RETRIEVAL_INPUTS = USER_FEATURES + CONTEXT_FEATURES
 RANKING_INPUTS = USER_FEATURES + ITEM_FEATURES + CONTEXT_FEATURES
 
-# Names of the Transform outputs (model inputs), one per raw feature but the label.
 def transformed_name(name: str) -> str:
+    """Name of the Transform output (model input) made from raw feature `name`."""
     return f"{name}_xf"
 
 

@@ -20,7 +20,7 @@ from tfx.types import artifact_utils
 
 from libs import feature_spec
 from pipelines.training.models.retrieval import QUERY_FEATURES
-from pipelines.training.models.towers import DTYPES, raw_tensors
+from pipelines.training.models.inputs import DTYPES, raw_tensors
 
 InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact

@@ -13,7 +13,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import towers
+from pipelines.training.models import inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -51,7 +51,7 @@ class RankingExport(tf.Module):
                                  if k in INPUT_FEATURES}
 
     def predict(self, **raw):
-        return {OUTPUT_KEY: self.model(self.tft_layer(towers.as_column(raw)))}
+        return {OUTPUT_KEY: self.model(self.tft_layer(inputs.as_column(raw)))}
 
     def predict_examples(self, examples):
         parsed = tf.io.parse_example(examples, self.raw_feature_spec)
@@ -62,7 +62,7 @@ class RankingExport(tf.Module):
         parse = tf.function(lambda examples: self.predict_examples(examples))
         return {
             "serving_default": serve.get_concrete_function(
-                **towers.raw_input_signature(INPUT_FEATURES)),
+                **inputs.raw_input_signature(INPUT_FEATURES)),
             "serving_examples": parse.get_concrete_function(
                 tf.TensorSpec([None], tf.string, name="examples")),
         }
@@ -71,9 +71,9 @@ class RankingExport(tf.Module):
 def run_fn(fn_args) -> None:
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = towers.dataset(fn_args, fn_args.train_files, tf_transform_output,
+    train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
                            hp["batch_size"])
-    evaluation = towers.dataset(fn_args, fn_args.eval_files, tf_transform_output,
+    evaluation = inputs.dataset(fn_args, fn_args.eval_files, tf_transform_output,
                                 hp["batch_size"], shuffle=False)
 
     model = RatingModel(towers.cardinalities(tf_transform_output), hp)

@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import towers
+from pipelines.training.models import inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -72,14 +72,14 @@ class RetrievalExport(tf.Module):
         super().__init__()
         self.tft_layer = tft_layer
         self.query_tower = model.query_tower
-        raw = towers.raw_tensors(catalog)
-        candidates = model.candidate_tower(tft_layer(towers.as_column(raw)))
+        raw = inputs.raw_tensors(catalog)
+        candidates = model.candidate_tower(tft_layer(inputs.as_column(raw)))
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
         self.index.index(candidates, identifiers=raw["item_id"])
         self.num_items = len(catalog["item_id"])
 
     def query_embedding(self, **raw):
-        return self.query_tower(self.tft_layer(towers.as_column(raw)))
+        return self.query_tower(self.tft_layer(inputs.as_column(raw)))
 
     def top_k(self, k, **raw):
         k = tf.minimum(k, self.num_items)
@@ -87,13 +87,13 @@ class RetrievalExport(tf.Module):
         return {"item_ids": item_ids, "scores": scores}
 
     def signatures(self) -> dict:
-        inputs = towers.raw_input_signature(QUERY_FEATURES)
+        raw_inputs = inputs.raw_input_signature(QUERY_FEATURES)
         top_k = tf.function(lambda k, **raw: self.top_k(k, **raw))
         embed = tf.function(lambda **raw: {"embedding": self.query_embedding(**raw)})
         return {
             "serving_default": top_k.get_concrete_function(
-                k=tf.TensorSpec([], tf.int32, name="k"), **inputs),
-            "query_embedding": embed.get_concrete_function(**inputs),
+                k=tf.TensorSpec([], tf.int32, name="k"), **raw_inputs),
+            "query_embedding": embed.get_concrete_function(**raw_inputs),
         }
 
 
@@ -101,13 +101,13 @@ def run_fn(fn_args) -> None:
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("retrieval", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = towers.cardinalities(tf_transform_output)
-    train = towers.dataset(fn_args, fn_args.train_files, tf_transform_output,
+    train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
                            hp["batch_size"])
-    evaluation = towers.dataset(fn_args, fn_args.eval_files, tf_transform_output,
+    evaluation = inputs.dataset(fn_args, fn_args.eval_files, tf_transform_output,
                                 hp["batch_size"], shuffle=False)
 
     frequency = item_frequencies(
-        towers.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
+        inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
     model = TwoTower(sizes, hp, frequency)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(hp["learning_rate"]))
