@@ -93,14 +93,20 @@ class Server:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def set_serving(self, serving: bool) -> None:
+        """Readiness as health checking reports it (e.g. models loaded or not)."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ["", *self._names]:
+            await self._health.set(name, status)
+
     async def wait(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         await self._stopping.wait()
         log.event(logger, "shutting down", grace_seconds=self._grace)
-        for name in ["", *self._names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.set_serving(False)
         await self._server.stop(self._grace)
         if on_stop:
             await on_stop()

@@ -1,6 +1,9 @@
 """Entry point: python -m services.model_server.main [--config FILE] [--set key=value]."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -10,10 +13,12 @@ import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
 
-from libs import grpc_server, service  # noqa: E402
+from libs import grpc_server, log, service  # noqa: E402
 from services.model_server import prediction  # noqa: E402
 from services.model_server.config import ModelServerConfig, model_sources  # noqa: E402
 from services.model_server.repository import ModelRepository  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 async def _answer(context: grpc.aio.ServicerContext, fn, *args):
@@ -49,7 +54,6 @@ async def serve(config: ModelServerConfig) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
     repo = ModelRepository(model_sources(config), config.settle_seconds)
     repo.poll()  # load what is there before accepting traffic
-    repo.start_polling(config.poll_seconds)
 
     def register(server):
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -59,10 +63,31 @@ async def serve(config: ModelServerConfig) -> None:
 
     server = await grpc_server.start("model_server", register, config.host, config.port,
                                      config.metrics_port, config.grace_seconds)
+    poller = asyncio.create_task(_poll(repo, server, config.poll_seconds))
 
     async def stop_polling():
-        repo.stop()
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
     await server.wait(on_stop=stop_polling)
+
+
+async def _poll(repo: ModelRepository, server: grpc_server.Server, interval: float) -> None:
+    """Loads new versions (in a thread: loading takes a while) and reports readiness:
+    health is SERVING only while every model has a version loaded."""
+    ready = None
+    while True:
+        if repo.ready() != ready:
+            ready = repo.ready()
+            await server.set_serving(ready)
+            if not ready:
+                log.event(logger, "not ready: a model has no loaded version",
+                          logging.WARNING, models=sorted(repo.sources))
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(repo.poll)
+        except Exception:
+            logger.exception("model poll failed")
 
 
 def main(argv=None) -> None:

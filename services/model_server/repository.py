@@ -87,7 +87,6 @@ class ModelRepository:
         # (model, version) -> (load attempts, last error); retried MAX_LOAD_ATTEMPTS times
         self._failed: dict[tuple[str, int], tuple[int, str]] = {}
         self._lock = threading.Lock()  # one poll at a time; readers never lock
-        self._stop = threading.Event()
 
     # -- reading (request path) -------------------------------------------------------
     def get(self, name: str, version: int = 0, label: str = "") -> LoadedVersion:
@@ -107,6 +106,10 @@ class ModelRepository:
         if not versions:
             raise NotFound(f"Servable not found for request: Latest({name})")
         return versions[max(versions)]
+
+    def ready(self) -> bool:
+        """Every model has at least one version loaded."""
+        return all(self._loaded[name] for name in self.sources)
 
     def status(self, name: str) -> dict[int, str]:
         if name not in self.sources:
@@ -154,17 +157,3 @@ class ModelRepository:
         log.event(logger, "loaded model", model=name, version=version,
                   seconds=round(time.monotonic() - start, 2))
         return loaded
-
-    def start_polling(self, interval_seconds: float) -> threading.Thread:
-        def loop():
-            while not self._stop.wait(interval_seconds):
-                try:
-                    self.poll()
-                except Exception:
-                    logger.exception("model poll failed")
-        thread = threading.Thread(target=loop, name="model-poller", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -183,3 +183,14 @@ model_config_list {{
     (source,) = model_sources(ModelServerConfig(model_config_file=str(config_file)))
     assert source.policy == "specific" and source.versions == (1, 2)
     assert source.labels == {"stable": 1, "canary": 2}
+
+
+def test_ready_only_when_every_model_has_a_version(tmp_path):
+    save_version(tmp_path / "scale", 1, 2.0)
+    repository = ModelRepository([ModelSource("scale", tmp_path / "scale"),
+                                  ModelSource("other", tmp_path / "other")])
+    repository.poll()
+    assert not repository.ready()
+    save_version(tmp_path / "other", 1, 1.0)
+    repository.poll()
+    assert repository.ready()
