@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 TRAIN_ARGS := --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train serve demo test lint test-unit test-training test-integration loadtest clean
+.PHONY: help setup protos train features serve demo test lint test-unit test-training test-integration loadtest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ protos:  ## regenerate the gRPC stubs from libs/protos
 
 train: setup  ## run the TFX pipeline on the default data (MovieLens if present, else generated)
 	$(TRAINING_PY) -m pipelines.training.run $(TRAIN_ARGS)
+
+features: setup  ## build feature tables, apply the Feast repo, materialize to the online store
+	$(SERVING_PY) -m pipelines.features.ingest --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 serve: setup  ## start the model server and the three services in the foreground (Ctrl-C stops)
 	$(SERVING_PY) -m tools.stack --workdir $(WORKDIR)

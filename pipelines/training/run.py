@@ -20,7 +20,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from libs import config as config_lib  # noqa: E402
-from pipelines.data import movielens, prepare, synthetic  # noqa: E402
+from pipelines.data import prepare, sources  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
@@ -42,15 +42,6 @@ def _show_component_progress(total: int) -> None:
         return result
 
     launcher.Launcher.launch = launch_with_progress
-
-
-def load_data(config: PipelineConfig):
-    if config.data_dir:
-        return movielens.load(config.data_dir)
-    if movielens.default_dir():
-        return movielens.load(movielens.default_dir())
-    return synthetic.generate(config.synthetic_users, config.synthetic_items,
-                              config.synthetic_ratings, config.seed)
 
 
 def newest(directory: Path) -> Path | None:
@@ -103,9 +94,8 @@ def main(argv=None) -> int:
         config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
                                  overrides=overrides, overrides_name="command line")
         start = time.monotonic()
-        data = (synthetic.generate(config.synthetic_users, config.synthetic_items,
-                                   config.synthetic_ratings, config.seed)
-                if args.synthetic else load_data(config))
+        data = sources.load(config.data_dir, args.synthetic, config.synthetic_users,
+                            config.synthetic_items, config.synthetic_ratings, config.seed)
         print(f"data: {data.source}: {len(data.users):,} users, {len(data.items):,} items, "
               f"{len(data.ratings):,} ratings", flush=True)
         snapshot = prepare.prepare(data, config.data_out, config.train_fraction)

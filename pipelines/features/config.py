@@ -1,0 +1,87 @@
+"""Feature store configuration (schema): local (embedded default) and production.
+
+Our strict schema names the file and field of a mistake before Feast sees the config;
+`repo_config` turns it into Feast's RepoConfig for the stores that run here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ONLINE_TYPES = ("sqlite", "redis")
+OFFLINE_TYPES = ("file", "bigquery", "spark")
+
+
+@dataclass
+class OnlineStore:
+    type: str = "sqlite"
+    path: str = "online.db"  # sqlite: relative to the workdir's feature store folder
+    connection_string: str = ""  # redis: host:port[,db=N,password=...]
+    # redis: a read waits at most this long and is not retried, so a request falls back
+    # to defaults at once when Redis is down (redis-py's default retries take seconds)
+    timeout_ms: int = 50
+
+    def validate(self) -> None:
+        if self.type not in ONLINE_TYPES:
+            raise ValueError(f"field 'online_store.type' must be one of {ONLINE_TYPES}, "
+                             f"got {self.type!r}")
+        if self.type == "redis" and not self.connection_string:
+            raise ValueError("field 'online_store.connection_string' is required for redis")
+        if self.timeout_ms <= 0:
+            raise ValueError("field 'online_store.timeout_ms' must be positive")
+
+
+@dataclass
+class OfflineStore:
+    type: str = "file"
+    project_id: str = ""  # bigquery
+    dataset: str = ""  # bigquery
+    spark_conf: dict[str, str] = field(default_factory=dict)  # spark
+
+    def validate(self) -> None:
+        if self.type not in OFFLINE_TYPES:
+            raise ValueError(f"field 'offline_store.type' must be one of {OFFLINE_TYPES}, "
+                             f"got {self.type!r}")
+        if self.type == "bigquery" and not (self.project_id and self.dataset):
+            raise ValueError("fields 'offline_store.project_id' and 'offline_store.dataset' "
+                             "are required for bigquery")
+
+
+@dataclass
+class FeatureStoreConfig:
+    project: str = "recsys"
+    # a file path (local) or a SQL URL such as postgresql://... (production)
+    registry: str = "registry.db"
+    online_store: OnlineStore = field(default_factory=OnlineStore)
+    offline_store: OfflineStore = field(default_factory=OfflineStore)
+
+    def validate(self) -> None:
+        if not self.project.isidentifier():
+            raise ValueError(f"field 'project' must be a plain identifier, got {self.project!r}")
+
+
+def repo_config(config: FeatureStoreConfig, store_dir: str | Path):
+    """Feast's RepoConfig; relative paths live under `store_dir`."""
+    from feast.repo_config import RegistryConfig, RepoConfig
+
+    store_dir = Path(store_dir).resolve()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    if config.offline_store.type != "file":
+        raise ValueError(f"offline store {config.offline_store.type!r} needs its cluster; "
+                         "on one machine use type: file")
+    sql = "://" in config.registry
+    registry = RegistryConfig(
+        registry_type="sql" if sql else "file",
+        path=config.registry if sql else str(store_dir / config.registry),
+        cache_ttl_seconds=60)
+    online_store = config.online_store
+    if online_store.type == "sqlite":
+        online = {"type": "sqlite", "path": str(store_dir / online_store.path)}
+    else:
+        seconds = online_store.timeout_ms / 1000
+        online = {"type": "redis", "connection_string": (
+            f"{online_store.connection_string},socket_timeout={seconds},"
+            f"socket_connect_timeout={seconds},retry=null")}
+    return RepoConfig(project=config.project, provider="local", registry=registry,
+                      online_store=online, offline_store={"type": "file"},
+                      entity_key_serialization_version=3, repo_path=str(store_dir))

@@ -1,0 +1,70 @@
+"""The Feast feature repository: entities, feature views and one service per model.
+
+Declarative: `definitions(offline_dir)` only builds Feast objects; the parquet tables
+under `offline_dir` come from `tables.py`. Types of the features the models read come
+from the feature spec, so Feast, Transform and the services agree.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float32, Int64, String
+
+from libs import feature_spec
+from pipelines.features.tables import POPULARITY_WINDOW_DAYS, TIMESTAMP
+
+FEAST_TYPE = {"string": String, "int64": Int64, "float": Float32}
+# No expiry: a value holds until a newer one replaces it (and MovieLens is from 1997).
+NO_TTL = timedelta(0)
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
+              description="a person who rates and gets recommendations")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
+              description="a catalog item (a movie)")
+
+
+def _spec_fields(names: tuple[str, ...]) -> list[Field]:
+    return [Field(name=n, dtype=FEAST_TYPE[feature_spec.BY_NAME[n].dtype]) for n in names
+            if n not in ("user_id", "item_id")]
+
+
+def _source(offline_dir: Path, name: str) -> FileSource:
+    return FileSource(name=f"{name}_source", path=str(offline_dir / f"{name}.parquet"),
+                      timestamp_field=TIMESTAMP)
+
+
+def definitions(offline_dir: str | Path) -> dict:
+    offline_dir = Path(offline_dir).resolve()
+    user_profile = FeatureView(
+        name="user_profile", entities=[user], ttl=NO_TTL,
+        schema=_spec_fields(feature_spec.USER_FEATURES) + [Field(name="zip_region",
+                                                                 dtype=String)],
+        source=_source(offline_dir, "user_profile"))
+    item_profile = FeatureView(
+        name="item_profile", entities=[item], ttl=NO_TTL,
+        schema=_spec_fields(feature_spec.ITEM_FEATURES) + [Field(name="title", dtype=String)],
+        source=_source(offline_dir, "item_profile"))
+    user_activity = FeatureView(
+        name="user_activity", entities=[user], ttl=NO_TTL,
+        schema=[Field(name="user_rating_count", dtype=Int64),
+                Field(name="user_mean_rating", dtype=Float32),
+                Field(name="recent_items", dtype=Array(String))],
+        source=_source(offline_dir, "user_activity"))
+    item_popularity = FeatureView(
+        name="item_popularity", entities=[item], ttl=NO_TTL,
+        schema=[Field(name="item_rating_count", dtype=Int64),
+                Field(name="item_mean_rating", dtype=Float32),
+                Field(name=f"item_rating_count_{POPULARITY_WINDOW_DAYS}d", dtype=Int64)],
+        source=_source(offline_dir, "item_popularity"))
+    views = [user_profile, item_profile, user_activity, item_popularity]
+    services = [
+        FeatureService(name="retrieval_query", features=[user_profile, user_activity],
+                       description="query tower: the user's features"),
+        FeatureService(name="retrieval_candidate", features=[item_profile],
+                       description="candidate tower: item features"),
+        FeatureService(name="ranking", features=views,
+                       description="ranking model: user, item and activity features"),
+    ]
+    return {"entities": [user, item], "views": views, "services": services}
