@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 TRAIN_ARGS := --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train features serve demo test lint test-unit test-training test-integration loadtest clean
+.PHONY: help setup protos train features serve demo test lint test-unit test-training test-integration loadtest bench-features clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test-integration:  ## train small models through TFX, start all four processes, 
 loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), prints RPS and latency
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	$(SERVING_PY) -m load_tests.run --workdir $(WORKDIR)
+
+bench-features: setup  ## Feast benchmark: online reads (SQLite, Redis), training sets, materialization
+	$(SERVING_PY) -m pipelines.features.benchmark
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports
