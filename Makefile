@@ -27,9 +27,10 @@ features: setup  ## build feature tables, apply the Feast repo, materialize to t
 	$(SERVING_PY) -m pipelines.features.ingest --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 serve: setup  ## start the model server and the three services in the foreground (Ctrl-C stops)
+	@test -f $(WORKDIR)/features/serving_summary.json || $(MAKE) features
 	$(SERVING_PY) -m tools.stack --workdir $(WORKDIR)
 
-demo: train  ## set up, train, serve, and print recommendations for a few users
+demo: train features  ## set up, train, ingest features, serve, print recommendations
 	$(SERVING_PY) -m tools.demo --workdir $(WORKDIR)
 
 test: setup lint test-unit test-training test-integration  ## all tests (what CI runs)
@@ -48,6 +49,7 @@ test-integration:  ## train small models through TFX, start all four processes, 
 
 loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), prints RPS and latency
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
+	@test -f $(WORKDIR)/features/serving_summary.json || $(MAKE) features
 	$(SERVING_PY) -m load_tests.run --workdir $(WORKDIR)
 
 bench-features: setup  ## Feast benchmark: online reads (SQLite, Redis), training sets, materialization

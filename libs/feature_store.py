@@ -1,25 +1,90 @@
-"""Online features for the services, typed and defaulted by the feature spec.
+"""The services' feature client: one batched read per request, typed by the feature spec.
 
-Reads the catalog the data preparation writes (users.csv, items.csv, ratings.csv) into
-memory: user and item features, each user's rated items, and item popularity. Missing
-entities get the spec's defaults and are counted, never an error to the caller.
+Two sources behind one interface:
+  FeastFeatures    the Feast online store (SQLite here, Redis in production): the default
+  CatalogFeatures  the CSV catalog the data preparation writes (no Feast needed)
+Missing entities get the spec's defaults and are counted. When the store cannot answer
+(e.g. Redis down) every value falls back to the defaults, the result says `degraded`,
+and the caller still answers: a feature outage never becomes a client error.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import csv
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import Counter
 
-from libs import feature_spec
+from libs import feature_spec, log
+
+logger = logging.getLogger(__name__)
 
 MISSING = Counter("recsys_feature_missing_total", "Entities served with default features",
                   ["entity"])
+DEGRADED = Counter("recsys_feature_store_errors_total",
+                   "Feature reads the store could not answer (defaults were used)")
+
+# Feast feature services (pipelines/features/definitions.py) the services read.
+QUERY_SERVICE = "retrieval_query"
+CANDIDATE_SERVICE = "retrieval_candidate"
+RANKING_SERVICE = "ranking"
+# Catalog size and most-rated items, written by the ingestion next to the registry.
+SUMMARY_FILE = "serving_summary.json"
 
 
 class FeatureStoreError(RuntimeError):
-    pass
+    """The feature source cannot be opened at start-up."""
+
+
+@dataclass
+class QueryFeatures:
+    user: dict | None  # None: the store does not know this user
+    rated_items: set[str] = field(default_factory=set)
+    degraded: bool = False
+
+
+@dataclass
+class RankingFeatures:
+    user: dict
+    items: dict[str, list]  # one list per item feature, in the order asked
+    degraded: bool = False
+
+
+def default_user(user_id: str) -> dict:
+    return {**feature_spec.default_row(feature_spec.USER_FEATURES), "user_id": user_id}
+
+
+def _item_columns(item_ids: list[str], lookup) -> dict[str, list]:
+    """Columns of item features; `lookup(i, item_id)` gives a row or None (defaults)."""
+    default = feature_spec.default_row(feature_spec.ITEM_FEATURES)
+    columns = {n: [] for n in feature_spec.ITEM_FEATURES}
+    for i, item_id in enumerate(item_ids):
+        row = lookup(i, item_id)
+        if row is None:
+            MISSING.labels("item").inc()
+            row = {}
+        for n in feature_spec.ITEM_FEATURES:
+            value = item_id if n == "item_id" else row.get(n)
+            columns[n].append(default[n] if value is None else feature_spec.coerce(n, value))
+    return columns
+
+
+class PopularItems:
+    def __init__(self, ranked: list[tuple[str, float]]):
+        self.ranked = ranked
+
+    def popular_items(self, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+        out = []
+        for item, score in self.ranked:
+            if item not in exclude:
+                out.append((item, score))
+                if len(out) == n:
+                    break
+        return out
 
 
 def _rows(path: Path):
@@ -31,53 +96,123 @@ def _rows(path: Path):
                                 "(it writes the catalog)") from None
 
 
-class CatalogFeatures:
+class CatalogFeatures(PopularItems):
     def __init__(self, catalog_dir: str | Path):
         directory = Path(catalog_dir)
         self.users = {r["user_id"]: {n: feature_spec.coerce(n, r[n])
                                      for n in feature_spec.USER_FEATURES}
                       for r in _rows(directory / "users.csv")}
-        self.items, self.titles = {}, {}
-        for r in _rows(directory / "items.csv"):
-            self.items[r["item_id"]] = {n: feature_spec.coerce(n, r[n])
-                                        for n in feature_spec.ITEM_FEATURES}
-            self.titles[r["item_id"]] = r["title"]
+        self.items = {r["item_id"]: r for r in _rows(directory / "items.csv")}
         self.rated: dict[str, set[str]] = collections.defaultdict(set)
         counts: collections.Counter = collections.Counter()
         for r in _rows(directory / "ratings.csv"):
             self.rated[r["user_id"]].add(r["item_id"])
             counts[r["item_id"]] += 1
         top = counts.most_common()
-        most = top[0][1] if top else 1
-        self.popular = [(item, count / most) for item, count in top]
+        super().__init__([(item, count / top[0][1]) for item, count in top])
+        self.num_items = len(self.items)
 
-    def user(self, user_id: str) -> dict | None:
-        features = self.users.get(user_id)
-        if features is None:
+    async def query_features(self, user_id: str) -> QueryFeatures:
+        user = self.users.get(user_id)
+        if user is None:
             MISSING.labels("user").inc()
-        return features
+        return QueryFeatures(user, self.rated.get(user_id, set()))
 
-    def item_columns(self, item_ids: list[str]) -> dict[str, list]:
-        """Item features as columns (one list per feature), defaults for unknown items."""
-        default = feature_spec.default_row(feature_spec.ITEM_FEATURES)
-        columns = {n: [] for n in feature_spec.ITEM_FEATURES}
-        for item_id in item_ids:
-            row = self.items.get(item_id)
-            if row is None:
-                MISSING.labels("item").inc()
-                row = {**default, "item_id": item_id}
-            for n in feature_spec.ITEM_FEATURES:
-                columns[n].append(row[n])
-        return columns
+    async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
+        user = self.users.get(user_id)
+        if user is None:
+            MISSING.labels("user").inc()
+        return RankingFeatures(user or default_user(user_id),
+                               _item_columns(item_ids, lambda _, i: self.items.get(i)))
 
-    def rated_items(self, user_id: str) -> set[str]:
-        return self.rated.get(user_id, set())
 
-    def popular_items(self, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
-        out = []
-        for item, score in self.popular:
-            if item not in exclude:
-                out.append((item, score))
-                if len(out) == n:
-                    break
-        return out
+class FeastFeatures(PopularItems):
+    def __init__(self, store, popular: list[tuple[str, float]], num_items: int):
+        super().__init__(popular)
+        self.store = store
+        self.num_items = num_items
+        self._query = store.get_feature_service(QUERY_SERVICE)
+        self._ranking = store.get_feature_service(RANKING_SERVICE)
+
+    async def _read(self, service, rows: list[dict]) -> dict | None:
+        try:
+            response = await asyncio.to_thread(self.store.get_online_features,
+                                               features=service, entity_rows=rows)
+            return response.to_dict()
+        except Exception as err:  # any store failure: defaults, flagged, counted
+            DEGRADED.inc()
+            log.event(logger, "feature store read failed; using defaults", logging.WARNING,
+                      error=f"{type(err).__name__}: {err}"[:300])
+            return None
+
+    @staticmethod
+    def _user(columns: dict, row: int, user_id: str) -> dict | None:
+        values = {n: columns[n][row] for n in feature_spec.USER_FEATURES if n != "user_id"}
+        if all(v is None for v in values.values()):
+            return None
+        return {**default_user(user_id),
+                **{n: feature_spec.coerce(n, v) for n, v in values.items() if v is not None}}
+
+    async def query_features(self, user_id: str) -> QueryFeatures:
+        columns = await self._read(self._query, [{"user_id": user_id}])
+        if columns is None:
+            return QueryFeatures(default_user(user_id), degraded=True)
+        user = self._user(columns, 0, user_id)
+        if user is None:
+            MISSING.labels("user").inc()
+        return QueryFeatures(user, set(columns["rated_items"][0] or ()))
+
+    async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
+        columns = await self._read(self._ranking, [{"user_id": user_id, "item_id": i}
+                                                   for i in item_ids])
+        if columns is None:
+            return RankingFeatures(default_user(user_id),
+                                   _item_columns(item_ids, lambda *_: None), degraded=True)
+        user = self._user(columns, 0, user_id) if item_ids else None
+        if user is None:
+            MISSING.labels("user").inc()
+        names = [n for n in feature_spec.ITEM_FEATURES if n != "item_id"]
+
+        def lookup(i, _item_id):
+            row = {n: columns[n][i] for n in names}
+            return None if all(v is None for v in row.values()) else row
+        return RankingFeatures(user or default_user(user_id),
+                               _item_columns(item_ids, lookup))
+
+
+def open_feast(config_path: str | Path, store_dir: str | Path) -> FeastFeatures:
+    """The Feast online store the ingestion job filled (`make features`)."""
+    from libs import config as config_lib
+    from libs.feature_store_config import FeatureStoreConfig, repo_config
+
+    store_dir = Path(store_dir)
+    summary_path = store_dir / SUMMARY_FILE
+    if not summary_path.exists():
+        raise FeatureStoreError(f"{store_dir}: no feature store here; run the ingestion "
+                                "first (make features)")
+    config = config_lib.load(FeatureStoreConfig, config_path)
+    from feast import FeatureStore
+    store = FeatureStore(config=repo_config(config, store_dir))
+    summary = json.loads(summary_path.read_text())
+    popular = [(item, float(score)) for item, score in summary["popular"]]
+    return FeastFeatures(store, popular, summary["num_items"])
+
+
+def open_popular(config) -> PopularItems:
+    """Only the most-rated items (the router's last fallback), without opening Feast."""
+    if config.feature_source == "catalog":
+        return CatalogFeatures(config.catalog_dir)
+    path = Path(config.feature_store_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FeatureStoreError(f"{path}: not found; run the ingestion first "
+                                "(make features)") from None
+    return PopularItems([(item, float(score)) for item, score in summary["popular"]])
+
+
+def open_features(config) -> CatalogFeatures | FeastFeatures:
+    """The feature source a service's config (libs.service.FeatureClientConfig) names."""
+    if config.feature_source == "catalog":
+        return CatalogFeatures(config.catalog_dir)
+    return open_feast(config.feature_store_config, config.feature_store_dir)

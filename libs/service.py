@@ -32,12 +32,26 @@ class ServiceConfig:
 
 
 @dataclass
-class ModelStageConfig(ServiceConfig):
-    """A stage that calls a model on the model server with features from the catalog."""
+class FeatureClientConfig(ServiceConfig):
+    """A service that reads features (see libs/feature_store.py)."""
+    feature_source: str = "feast"  # feast | catalog
+    feature_store_config: str = "pipelines/features/local.yaml"
+    feature_store_dir: str = "var/features"
+    catalog_dir: str = "var/data/catalog"  # for feature_source: catalog
+
+    def validate(self) -> None:
+        super().validate()
+        if self.feature_source not in ("feast", "catalog"):
+            raise ValueError(f"field 'feature_source' must be feast or catalog, "
+                             f"got {self.feature_source!r}")
+
+
+@dataclass
+class ModelStageConfig(FeatureClientConfig):
+    """A stage that calls a model on the model server with features from the store."""
     model_server: str = "127.0.0.1:8500"
     model_name: str = ""
     model_timeout_ms: int = 150
-    catalog_dir: str = "var/data/catalog"
     max_candidates: int = 500
 
     def validate(self) -> None:

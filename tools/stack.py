@@ -22,6 +22,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.feature_store import SUMMARY_FILE
 from tools import build_manifest
 
 ROOT = build_manifest.ROOT
@@ -83,16 +84,16 @@ class Stack:
         return f"127.0.0.1:{self.ports[name][0]}"
 
     def _overrides(self, name: str) -> list[str]:
-        catalog = self.workdir / "data" / "catalog"
+        features = [f"feature_store_dir={self.workdir / 'features'}",
+                    f"catalog_dir={self.workdir / 'data' / 'catalog'}"]
+        model_server = f"model_server={self.address('services/model_server')}"
         wiring = {
             "services/model_server": [f"model_repo={self.workdir / 'model_repo'}"],
-            "services/candidate": [f"model_server={self.address('services/model_server')}",
-                                   f"catalog_dir={catalog}"],
-            "services/ranking": [f"model_server={self.address('services/model_server')}",
-                                 f"catalog_dir={catalog}"],
+            "services/candidate": [model_server, *features],
+            "services/ranking": [model_server, *features],
             "services/router": [f"candidate_service={self.address('services/candidate')}",
                                 f"ranking_service={self.address('services/ranking')}",
-                                f"catalog_dir={catalog}"],
+                                *features],
         }[name]
         port, metrics_port = self.ports[name]
         return [f"port={port}", f"metrics_port={metrics_port}", *wiring,
@@ -172,6 +173,10 @@ def main(argv=None) -> int:
     if not any((workdir / "model_repo").glob("*/*/saved_model.pb")):
         print(f"error: no pushed model under {workdir / 'model_repo'}; "
               "train first (make train)", file=sys.stderr)
+        return 2
+    if not (workdir / "features" / SUMMARY_FILE).exists():
+        print(f"error: no feature store under {workdir / 'features'}; "
+              "ingest features first (make features)", file=sys.stderr)
         return 2
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipelines.data import synthetic
 from pipelines.features import ingest
-from pipelines.features.config import FeatureStoreConfig, OnlineStore
+from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

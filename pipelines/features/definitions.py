@@ -13,6 +13,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Array, Float32, Int64, String
 
 from libs import feature_spec
+from libs.feature_store import CANDIDATE_SERVICE, QUERY_SERVICE, RANKING_SERVICE
 from pipelines.features.tables import POPULARITY_WINDOW_DAYS, TIMESTAMP
 
 FEAST_TYPE = {"string": String, "int64": Int64, "float": Float32}
@@ -58,13 +59,20 @@ def definitions(offline_dir: str | Path) -> dict:
                 Field(name="item_mean_rating", dtype=Float32),
                 Field(name=f"item_rating_count_{POPULARITY_WINDOW_DAYS}d", dtype=Int64)],
         source=_source(offline_dir, "item_popularity"))
-    views = [user_profile, item_profile, user_activity, item_popularity]
+    user_rated_items = FeatureView(
+        name="user_rated_items", entities=[user], ttl=NO_TTL,
+        schema=[Field(name="rated_items", dtype=Array(String))],
+        source=_source(offline_dir, "user_rated_items"),
+        description="serving only: what the candidate service excludes")
+    views = [user_profile, item_profile, user_activity, item_popularity, user_rated_items]
+    # What each model (and its service) reads; the services fetch a whole service in
+    # one call.
     services = [
-        FeatureService(name="retrieval_query", features=[user_profile, user_activity],
-                       description="query tower: the user's features"),
-        FeatureService(name="retrieval_candidate", features=[item_profile],
+        FeatureService(name=QUERY_SERVICE, features=[user_profile, user_rated_items],
+                       description="query tower: the user's features, and what to exclude"),
+        FeatureService(name=CANDIDATE_SERVICE, features=[item_profile],
                        description="candidate tower: item features"),
-        FeatureService(name="ranking", features=views,
-                       description="ranking model: user, item and activity features"),
+        FeatureService(name=RANKING_SERVICE, features=[user_profile, item_profile],
+                       description="ranking model: user and item features"),
     ]
     return {"entities": [user, item], "views": views, "services": services}

@@ -3,6 +3,9 @@
   python -m pipelines.features.ingest --workdir var [--config FILE]
                                       [--data-dir DIR | --synthetic]
 
+By default it reads what the training pipeline prepared (`<workdir>/data/catalog`), so
+the features describe the data the models were trained on.
+
 Materialization is incremental: a later run only loads what changed since the last one.
 Writes under `<workdir>/features/`: offline/*.parquet, the registry and (SQLite) the
 online store.
@@ -10,16 +13,18 @@ online store.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from libs import config as config_lib
+from libs.feature_store import SUMMARY_FILE
 from pipelines.data import sources
 from pipelines.data.dataset import DataError
 from pipelines.features import tables
-from pipelines.features.config import FeatureStoreConfig, repo_config
+from libs.feature_store_config import FeatureStoreConfig, repo_config
 from pipelines.features.definitions import definitions
 
 DEFAULT_CONFIG = Path(__file__).with_name("local.yaml")
@@ -51,6 +56,8 @@ def ingest(data, config: FeatureStoreConfig, workdir: str | Path,
     offline_dir = store_dir / "offline"
     start = time.monotonic()
     rows = write_tables(data, offline_dir)
+    (store_dir / SUMMARY_FILE).write_text(json.dumps(
+        {"num_items": len(data.items), "popular": tables.popular_items(data)}))
     progress(f"features: {sum(rows.values()):,} rows in {len(rows)} tables "
              f"({time.monotonic() - start:.1f}s)")
     store = open_store(config, store_dir)
@@ -76,7 +83,11 @@ def main(argv=None) -> int:
     try:
         config = config_lib.load(FeatureStoreConfig, args.config,
                                  env_prefix="RECSYS_FEATURES")
-        data = sources.load(args.data_dir, synthetic_data=args.synthetic)
+        catalog = Path(args.workdir) / "data" / "catalog"
+        if args.data_dir or args.synthetic or not catalog.is_dir():
+            data = sources.load(args.data_dir, synthetic_data=args.synthetic)
+        else:
+            data = sources.from_catalog(catalog)
         ingest(data, config, args.workdir)
     except (config_lib.ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

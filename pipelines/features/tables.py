@@ -8,6 +8,8 @@ with the moment they became true, so a point-in-time join never sees the future:
                    stamped one second after it (a label never sees itself)
   item_popularity  one row per item and day with ratings: counts and mean so far and
                    over the trailing window
+  user_rated_items one row per user: every item rated, as of the last rating (serving
+                   only: the candidate service excludes them; training never reads it)
 """
 from __future__ import annotations
 
@@ -62,6 +64,19 @@ def user_activity(data: Dataset) -> pd.DataFrame:
     return table.drop_duplicates(["user_id", TIMESTAMP], keep="last").reset_index(drop=True)
 
 
+def user_rated_items(data: Dataset) -> pd.DataFrame:
+    grouped = data.ratings.groupby("user_id")
+    return pd.DataFrame({
+        "rated_items": grouped.item_id.agg(lambda items: sorted(set(items))),
+        TIMESTAMP: _stamp(grouped.timestamp.max() + 1)}).reset_index()
+
+
+def popular_items(data: Dataset, n: int = 1000) -> list[list]:
+    """[item_id, score] of the most rated items, score 1.0 for the top one."""
+    counts = data.ratings.item_id.value_counts().head(n)
+    return [[str(item), round(count / counts.iloc[0], 6)] for item, count in counts.items()]
+
+
 def item_popularity(data: Dataset) -> pd.DataFrame:
     r = data.ratings.assign(day=data.ratings.timestamp // 86_400)
     daily = r.groupby(["item_id", "day"]).rating.agg(["count", "sum"]).reset_index()
@@ -84,4 +99,5 @@ def item_popularity(data: Dataset) -> pd.DataFrame:
 
 def all_tables(data: Dataset) -> dict[str, pd.DataFrame]:
     return {"user_profile": user_profile(data), "item_profile": item_profile(data),
-            "user_activity": user_activity(data), "item_popularity": item_popularity(data)}
+            "user_activity": user_activity(data), "item_popularity": item_popularity(data),
+            "user_rated_items": user_rated_items(data)}

@@ -11,7 +11,7 @@ import time
 import grpc
 
 from libs import feature_spec, log, metrics
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import CatalogFeatures, FeastFeatures
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import candidate_pb2, common_pb2
 
@@ -33,14 +33,15 @@ def query_inputs(user: dict, timestamp: int, k: int) -> dict:
 
 
 class CandidateGenerator:
-    def __init__(self, features: CatalogFeatures, client: ModelClient, model_name: str,
-                 max_candidates: int):
+    def __init__(self, features: CatalogFeatures | FeastFeatures, client: ModelClient,
+                 model_name: str, max_candidates: int):
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
 
-    def _popular(self, n: int, exclude: set[str], reason: int):
+    def _popular(self, n: int, exclude: set[str], reason: int, degraded: bool = False):
         metrics.FALLBACKS.labels("candidate", Reason.Name(reason)).inc()
-        response = candidate_pb2.CandidateResponse(fallback=True, fallback_reason=reason)
+        response = candidate_pb2.CandidateResponse(fallback=True, fallback_reason=reason,
+                                                   features_degraded=degraded)
         for item, score in self.features.popular_items(n, exclude):
             response.items.add(item_id=item, score=score, retrieval_score=score)
         return response
@@ -53,20 +54,22 @@ class CandidateGenerator:
             raise InvalidRequest(f"num_candidates must be in 1..{self.max_candidates}, "
                                  f"got {request.num_candidates}")
         n = request.num_candidates
-        exclude = self.features.rated_items(request.user_id) | set(request.exclude_item_ids)
-        user = self.features.user(request.user_id)
-        if user is None:
+        found = await self.features.query_features(request.user_id)
+        exclude = found.rated_items | set(request.exclude_item_ids)
+        if found.user is None:
             return self._popular(n, exclude, Reason.UNKNOWN_USER)
-        k = min(n + len(exclude), len(self.features.items))
+        k = min(n + len(exclude), self.features.num_items)
         try:
             prediction = await self.client.predict(
-                self.model_name, query_inputs(user, request.context.timestamp_seconds, k),
+                self.model_name,
+                query_inputs(found.user, request.context.timestamp_seconds, k),
                 version=request.model_version)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "retrieval model failed", logging.WARNING,
                       code=err.code().name, detail=err.details())
-            return self._popular(n, exclude, Reason.RETRIEVAL_UNAVAILABLE)
-        response = candidate_pb2.CandidateResponse(model_version=prediction.version)
+            return self._popular(n, exclude, Reason.RETRIEVAL_UNAVAILABLE, found.degraded)
+        response = candidate_pb2.CandidateResponse(model_version=prediction.version,
+                                                   features_degraded=found.degraded)
         ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]
         for raw_id, score in zip(ids, scores):
             item_id = raw_id.decode()

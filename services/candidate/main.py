@@ -6,7 +6,7 @@ from pathlib import Path
 import grpc
 
 from libs import grpc_server, service
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import open_features
 from libs.serving_client import ModelClient
 from recsys.v1 import candidate_pb2_grpc
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
@@ -25,7 +25,7 @@ class CandidateServicer(candidate_pb2_grpc.CandidateServiceServicer):
 
 
 async def serve(config: CandidateConfig) -> None:
-    features = CatalogFeatures(config.catalog_dir)
+    features = open_features(config)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     generator = CandidateGenerator(features, client, config.model_name, config.max_candidates)
 

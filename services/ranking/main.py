@@ -6,7 +6,7 @@ from pathlib import Path
 import grpc
 
 from libs import grpc_server, service
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import open_features
 from libs.serving_client import ModelClient
 from recsys.v1 import ranking_pb2_grpc
 from services.ranking.config import RankingConfig
@@ -28,7 +28,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
 
 
 async def serve(config: RankingConfig) -> None:
-    features = CatalogFeatures(config.catalog_dir)
+    features = open_features(config)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     ranker = Ranker(features, client, config.model_name, config.max_candidates)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from libs import feature_spec
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import CatalogFeatures, FeastFeatures
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import ranking_pb2
 
@@ -25,8 +25,8 @@ def ranking_inputs(user: dict, items: dict[str, list], timestamp: int) -> dict:
 
 
 class Ranker:
-    def __init__(self, features: CatalogFeatures, client: ModelClient, model_name: str,
-                 max_candidates: int):
+    def __init__(self, features: CatalogFeatures | FeastFeatures, client: ModelClient,
+                 model_name: str, max_candidates: int):
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
 
@@ -39,18 +39,16 @@ class Ranker:
                                  f"got {len(request.candidates)}")
         if not request.candidates:
             return ranking_pb2.RankResponse()
-        user = (self.features.user(request.user_id)
-                or {**feature_spec.default_row(feature_spec.USER_FEATURES),
-                    "user_id": request.user_id})
         ids = [c.item_id for c in request.candidates]
+        found = await self.features.ranking_features(request.user_id, ids)
         prediction = await self.client.predict(
             self.model_name,
-            ranking_inputs(user, self.features.item_columns(ids),
-                           request.context.timestamp_seconds),
+            ranking_inputs(found.user, found.items, request.context.timestamp_seconds),
             version=request.model_version)
         scores = prediction.outputs[OUTPUT_KEY].reshape(-1)
         order = sorted(range(len(ids)), key=lambda i: -scores[i])
-        response = ranking_pb2.RankResponse(model_version=prediction.version)
+        response = ranking_pb2.RankResponse(model_version=prediction.version,
+                                            features_degraded=found.degraded)
         for i in order:
             response.items.add(item_id=ids[i], score=float(scores[i]),
                                retrieval_score=request.candidates[i].retrieval_score)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from libs.service import ServiceConfig
+from libs.service import FeatureClientConfig
 
 
 @dataclass
-class RouterConfig(ServiceConfig):
+class RouterConfig(FeatureClientConfig):
     port: int = 50051
     metrics_port: int = 9101
     candidate_service: str = "127.0.0.1:50052"
@@ -17,8 +17,6 @@ class RouterConfig(ServiceConfig):
     # Whole-request budget when the client sets no deadline (or a longer one).
     deadline_ms: int = 400
     max_results: int = 100
-    # Popular-items fallback when the candidate service is down.
-    catalog_dir: str = "var/data/catalog"
 
     def validate(self) -> None:
         super().validate()

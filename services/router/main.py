@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 
 from libs import grpc_server, service
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import open_popular
 from recsys.v1 import candidate_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc
 from services.router.config import RouterConfig
 from services.router.experiments import ExperimentSource
@@ -34,7 +34,7 @@ async def _watch(experiments: ExperimentSource, interval: float) -> None:
 
 async def serve(config: RouterConfig) -> None:
     experiments = ExperimentSource(config.experiments_file)
-    popular = CatalogFeatures(config.catalog_dir)
+    popular = open_popular(config)
     candidate_channel = grpc_server.channel(config.candidate_service)
     ranking_channel = grpc_server.channel(config.ranking_service)
     recommender = Recommender(

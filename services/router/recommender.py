@@ -13,7 +13,7 @@ import uuid
 import grpc
 
 from libs import log, metrics
-from libs.feature_store import CatalogFeatures
+from libs.feature_store import PopularItems
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, ranking_pb2,
                        ranking_pb2_grpc, recommend_pb2)
 from services.router.experiments import ExperimentSource
@@ -30,7 +30,7 @@ class InvalidRequest(ValueError):
 class Recommender:
     def __init__(self, experiments: ExperimentSource,
                  candidates: candidate_pb2_grpc.CandidateServiceStub,
-                 ranking: ranking_pb2_grpc.RankingServiceStub, popular: CatalogFeatures,
+                 ranking: ranking_pb2_grpc.RankingServiceStub, popular: PopularItems,
                  deadline_seconds: float, max_results: int):
         self.experiments, self.candidates, self.ranking = experiments, candidates, ranking
         self.popular, self.deadline, self.max_results = popular, deadline_seconds, max_results
@@ -81,6 +81,7 @@ class Recommender:
             return self._finish(response)
 
         response.model_versions.retrieval = retrieved.model_version
+        response.features_degraded = retrieved.features_degraded
         if retrieved.fallback:
             response.fallback, response.fallback_reason = True, retrieved.fallback_reason
         items = list(retrieved.items)
@@ -92,6 +93,7 @@ class Recommender:
                     timeout=remaining(), metadata=metadata)
                 items = list(ranked.items)
                 response.model_versions.ranking = ranked.model_version
+                response.features_degraded |= ranked.features_degraded
             except grpc.aio.AioRpcError as err:
                 log.event(logger, "ranking service failed", logging.WARNING,
                           code=err.code().name, detail=err.details())

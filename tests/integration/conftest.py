@@ -12,6 +12,9 @@ import subprocess
 import grpc
 import pytest
 
+from libs.feature_store_config import FeatureStoreConfig
+from pipelines.data import sources
+from pipelines.features import ingest
 from recsys.v1 import recommend_pb2_grpc
 from tests.conftest import ROOT, TRAINING_PYTHON
 from tools.stack import Stack, service_env
@@ -36,8 +39,11 @@ def run_pipeline(workdir, *overrides: str) -> dict:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
+    """Models trained and pushed, and the features of the same data in Feast (SQLite)."""
     workdir = tmp_path_factory.mktemp("recsys")
     summary = run_pipeline(workdir)
+    ingest.ingest(sources.from_catalog(workdir / "data" / "catalog"), FeatureStoreConfig(),
+                  workdir, progress=None)
     return workdir, summary
 
 

@@ -2,6 +2,7 @@
 point-in-time training sets without leakage, incremental materialization."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pandas as pd
@@ -11,8 +12,9 @@ import redis
 from libs import config as config_lib
 from pipelines.data import synthetic
 from pipelines.data.dataset import Dataset
+from libs.feature_store import open_feast
 from pipelines.features import ingest, tables
-from pipelines.features.config import FeatureStoreConfig, OnlineStore
+from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from tests.conftest import ROOT, start_redis
 
 DATA = synthetic.generate(200, 300, 6000, seed=11)
@@ -38,8 +40,11 @@ def test_online_read_returns_each_entitys_latest_values(store):
     user = DATA.users.iloc[0]
     rated = DATA.ratings[DATA.ratings.user_id == user.user_id].sort_values("timestamp")
     item = DATA.items.iloc[0]
+    views = ("user_profile", "item_profile", "user_activity")
+    features = [f"{view}:{f.name}" for view in views
+                for f in store.get_feature_view(view).features]
     row = store.get_online_features(
-        features=store.get_feature_service("ranking"),
+        features=features,
         entity_rows=[{"user_id": user.user_id, "item_id": item.item_id}]).to_dict()
     assert row["age"] == [user.age] and row["occupation"] == [user.occupation]
     assert row["genres"] == [item.genres] and row["release_year"] == [item.release_year]
@@ -123,3 +128,19 @@ def test_redis_stopped_mid_run_fails_fast_with_a_connection_error(tmp_path):
     with pytest.raises(redis.exceptions.ConnectionError):
         store.get_online_features(features=["user_profile:age"], entity_rows=rows)
     assert time.monotonic() - started < 0.5  # the services' fallback can count on it
+
+
+def test_feature_client_reads_typed_rows_and_defaults_missing_ones(tmp_path):
+    ingest.ingest(DATA, FeatureStoreConfig(), tmp_path, progress=None)
+    client = open_feast(ROOT / "pipelines/features/local.yaml", tmp_path / "features")
+    user, item = DATA.users.iloc[3], DATA.items.iloc[5]
+    query = asyncio.run(client.query_features(user.user_id))
+    assert query.user == {"user_id": user.user_id, "age": user.age, "gender": user.gender,
+                          "occupation": user.occupation}
+    assert query.rated_items == set(DATA.ratings[DATA.ratings.user_id == user.user_id]
+                                    .item_id)
+    assert asyncio.run(client.query_features("stranger")).user is None
+    ranking = asyncio.run(client.ranking_features(user.user_id, [item.item_id, "ghost"]))
+    assert ranking.items["genres"] == [item.genres, "unknown"]
+    assert ranking.items["release_year"] == [item.release_year, 1990]
+    assert ranking.items["item_id"] == [item.item_id, "ghost"] and not ranking.degraded
