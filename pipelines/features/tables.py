@@ -21,6 +21,8 @@ RECENT_ITEMS = 10
 POPULARITY_WINDOW_DAYS = 30
 TIMESTAMP = "event_timestamp"
 EPOCH = pd.Timestamp(0, tz="UTC").to_pydatetime()
+# Tables stamped at a fixed profile time, so reloaded in full on every run.
+SNAPSHOTS = ("user_profile", "item_profile")
 
 
 def _stamp(seconds: pd.Series) -> pd.Series:

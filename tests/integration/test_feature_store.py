@@ -75,19 +75,25 @@ def test_training_rows_never_see_a_rating_from_their_own_moment_or_later(tmp_pat
         assert (0 if pd.isna(row.user_rating_count) else row.user_rating_count) == before
 
 
-def test_later_runs_materialize_only_what_is_new(tmp_path):
+def test_a_later_run_brings_new_ratings_and_new_users_online(tmp_path):
     cut = DATA.ratings.timestamp.quantile(0.5)
-    early = Dataset(DATA.users, DATA.items, DATA.ratings[DATA.ratings.timestamp <= cut],
+    # the first run knows neither the later ratings nor the last user
+    early = Dataset(DATA.users.iloc[:-1], DATA.items,
+                    DATA.ratings[(DATA.ratings.timestamp <= cut)
+                                 & (DATA.ratings.user_id != DATA.users.user_id.iloc[-1])],
                     "early half")
-    store = ingest.ingest(early, FeatureStoreConfig(), tmp_path, progress=None,
-                          end=pd.Timestamp(cut + 10, unit="s", tz="UTC").to_pydatetime())
+    store = ingest.ingest(early, FeatureStoreConfig(), tmp_path, progress=None)
     user = DATA.ratings[DATA.ratings.timestamp > cut].user_id.iloc[0]
     count = lambda s: s.get_online_features(  # noqa: E731
         features=["user_activity:user_rating_count"],
         entity_rows=[{"user_id": user}]).to_dict()["user_rating_count"][0] or 0
     before = count(store)
+    newcomer = DATA.users.user_id.iloc[-1]
     store = ingest.ingest(DATA, FeatureStoreConfig(), tmp_path, progress=None)
     assert count(store) == (DATA.ratings.user_id == user).sum() > before
+    profile = store.get_online_features(features=["user_profile:age"],
+                                        entity_rows=[{"user_id": newcomer}]).to_dict()
+    assert profile["age"] == [DATA.users.age.iloc[-1]]
 
 
 def test_activity_tables_stamp_each_value_after_the_ratings_it_counts():
