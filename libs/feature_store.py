@@ -14,6 +14,7 @@ import collections
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,18 +127,41 @@ class CatalogFeatures(PopularItems):
                                _item_columns(item_ids, lambda _, i: self.items.get(i)))
 
 
+class _ItemCache:
+    """Item features change rarely and every request reads a hundred of them: keep each
+    for `ttl` seconds (unknown items too), so a request reads mostly its user."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._rows: dict[str, tuple[float, dict | None]] = {}
+
+    def get(self, item_id: str, now: float):
+        entry = self._rows.get(item_id)
+        return entry if entry and entry[0] > now else None
+
+    def put(self, item_id: str, row: dict | None, now: float) -> None:
+        if self.ttl > 0:
+            self._rows[item_id] = (now + self.ttl, row)
+
+
 class FeastFeatures(PopularItems):
-    def __init__(self, store, popular: list[tuple[str, float]], num_items: int):
+    def __init__(self, store, popular: list[tuple[str, float]], num_items: int,
+                 item_cache_seconds: float = 60.0):
         super().__init__(popular)
         self.store = store
         self.num_items = num_items
+        self.item_cache = _ItemCache(item_cache_seconds)
         self._query = store.get_feature_service(QUERY_SERVICE)
-        self._ranking = store.get_feature_service(RANKING_SERVICE)
+        refs: dict[str, list[str]] = {"user": [], "item": []}
+        for projection in store.get_feature_service(RANKING_SERVICE).feature_view_projections:
+            entity = store.get_feature_view(projection.name).entities[0]
+            refs[entity] += [f"{projection.name}:{f.name}" for f in projection.features]
+        self._user_refs, self._item_refs = refs["user"], refs["item"]
 
-    async def _read(self, service, rows: list[dict]) -> dict | None:
+    async def _read(self, features, rows: list[dict]) -> dict | None:
         try:
             response = await asyncio.to_thread(self.store.get_online_features,
-                                               features=service, entity_rows=rows)
+                                               features=features, entity_rows=rows)
             return response.to_dict()
         except Exception as err:  # any store failure: defaults, flagged, counted
             DEGRADED.inc()
@@ -163,24 +187,37 @@ class FeastFeatures(PopularItems):
         return QueryFeatures(user, set(columns["rated_items"][0] or ()))
 
     async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
-        columns = await self._read(self._ranking, [{"user_id": user_id, "item_id": i}
-                                                   for i in item_ids])
-        if columns is None:
+        """One read: the user and the items not in the cache."""
+        now = time.monotonic()
+        known = {}
+        for item_id in item_ids:
+            entry = self.item_cache.get(item_id, now)
+            if entry is not None:
+                known[item_id] = entry[1]
+        missing = [i for i in dict.fromkeys(item_ids) if i not in known]
+        if missing:
+            columns = await self._read(self._user_refs + self._item_refs,
+                                       [{"user_id": user_id, "item_id": i} for i in missing])
+        else:
+            columns = await self._read(self._user_refs, [{"user_id": user_id}])
+        if columns is None:  # cached items keep their features; the rest get defaults
             return RankingFeatures(default_user(user_id),
-                                   _item_columns(item_ids, lambda *_: None), degraded=True)
-        user = self._user(columns, 0, user_id) if item_ids else None
+                                   _item_columns(item_ids, lambda _, i: known.get(i)),
+                                   degraded=True)
+        user = self._user(columns, 0, user_id)
         if user is None:
             MISSING.labels("user").inc()
         names = [n for n in feature_spec.ITEM_FEATURES if n != "item_id"]
-
-        def lookup(i, _item_id):
-            row = {n: columns[n][i] for n in names}
-            return None if all(v is None for v in row.values()) else row
+        for row_number, item_id in enumerate(missing):
+            row = {n: columns[n][row_number] for n in names}
+            known[item_id] = None if all(v is None for v in row.values()) else row
+            self.item_cache.put(item_id, known[item_id], now)
         return RankingFeatures(user or default_user(user_id),
-                               _item_columns(item_ids, lookup))
+                               _item_columns(item_ids, lambda _, i: known.get(i)))
 
 
-def open_feast(config_path: str | Path, store_dir: str | Path) -> FeastFeatures:
+def open_feast(config_path: str | Path, store_dir: str | Path,
+               item_cache_seconds: float = 60.0) -> FeastFeatures:
     """The Feast online store the ingestion job filled (`make features`)."""
     from libs import config as config_lib
     from libs.feature_store_config import FeatureStoreConfig, repo_config
@@ -195,7 +232,7 @@ def open_feast(config_path: str | Path, store_dir: str | Path) -> FeastFeatures:
     store = FeatureStore(config=repo_config(config, store_dir))
     summary = json.loads(summary_path.read_text())
     popular = [(item, float(score)) for item, score in summary["popular"]]
-    return FeastFeatures(store, popular, summary["num_items"])
+    return FeastFeatures(store, popular, summary["num_items"], item_cache_seconds)
 
 
 def open_popular(config) -> PopularItems:
@@ -215,4 +252,5 @@ def open_features(config) -> CatalogFeatures | FeastFeatures:
     """The feature source a service's config (libs.service.FeatureClientConfig) names."""
     if config.feature_source == "catalog":
         return CatalogFeatures(config.catalog_dir)
-    return open_feast(config.feature_store_config, config.feature_store_dir)
+    return open_feast(config.feature_store_config, config.feature_store_dir,
+                      config.item_cache_seconds)

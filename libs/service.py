@@ -38,12 +38,16 @@ class FeatureClientConfig(ServiceConfig):
     feature_store_config: str = "pipelines/features/local.yaml"
     feature_store_dir: str = "var/features"
     catalog_dir: str = "var/data/catalog"  # for feature_source: catalog
+    # how long item features are reused before being read again; 0 reads every time
+    item_cache_seconds: float = 60.0
 
     def validate(self) -> None:
         super().validate()
         if self.feature_source not in ("feast", "catalog"):
             raise ValueError(f"field 'feature_source' must be feast or catalog, "
                              f"got {self.feature_source!r}")
+        if self.item_cache_seconds < 0:
+            raise ValueError("field 'item_cache_seconds' must not be negative")
 
 
 @dataclass

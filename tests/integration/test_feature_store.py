@@ -12,7 +12,7 @@ import redis
 from libs import config as config_lib
 from pipelines.data import synthetic
 from pipelines.data.dataset import Dataset
-from libs.feature_store import open_feast
+from libs.feature_store import default_user, open_feast
 from pipelines.features import ingest, tables
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from tests.conftest import ROOT, start_redis
@@ -150,3 +150,24 @@ def test_feature_client_reads_typed_rows_and_defaults_missing_ones(tmp_path):
     assert ranking.items["genres"] == [item.genres, "unknown"]
     assert ranking.items["release_year"] == [item.release_year, 1990]
     assert ranking.items["item_id"] == [item.item_id, "ghost"] and not ranking.degraded
+
+
+def test_cached_item_features_survive_a_redis_outage(tmp_path):
+    address, process = start_redis()
+    try:
+        config = online_config("redis", address)
+        ingest.ingest(DATA, config, tmp_path, progress=None)
+        config_file = tmp_path / "redis.yaml"
+        config_file.write_text(f"online_store: {{type: redis, connection_string: "
+                               f"'{address}'}}\n")
+        client = open_feast(config_file, tmp_path / "features", item_cache_seconds=60)
+        user, items = DATA.users.user_id.iloc[0], list(DATA.items.item_id.iloc[:5])
+        first = asyncio.run(client.ranking_features(user, items))
+        assert not first.degraded
+    finally:
+        process.terminate()
+        process.wait(10)
+    second = asyncio.run(client.ranking_features(user, items + ["never-seen"]))
+    assert second.degraded and second.user == default_user(user)
+    assert second.items["genres"][:5] == first.items["genres"]  # from the cache
+    assert second.items["genres"][5] == "unknown"
