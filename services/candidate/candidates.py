@@ -11,7 +11,7 @@ import time
 import grpc
 
 from libs import feature_spec, log, metrics
-from libs.feature_store import CatalogFeatures, FeastFeatures
+from libs.feature_store import CatalogFeatures, FeastFeatures, default_user
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import candidate_pb2, common_pb2
 
@@ -45,6 +45,16 @@ class CandidateGenerator:
         for item, score in self.features.popular_items(n, exclude):
             response.items.add(item_id=item, score=score, retrieval_score=score)
         return response
+
+    async def warm_up(self) -> None:
+        """One feature read and one retrieval call before taking traffic: the first of
+        each (registry load, graph warm-up) is slow enough to miss a request deadline."""
+        found = await self.features.query_features("warm-up")
+        try:
+            await self.client.predict(self.model_name, query_inputs(
+                found.user or default_user("warm-up"), 0, 10), timeout=30)
+        except grpc.aio.AioRpcError as err:
+            log.event(logger, "warm-up call failed", logging.WARNING, code=err.code().name)
 
     async def candidates(self, request: candidate_pb2.CandidateRequest
                          ) -> candidate_pb2.CandidateResponse:

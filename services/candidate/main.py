@@ -29,6 +29,8 @@ async def serve(config: CandidateConfig) -> None:
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     generator = CandidateGenerator(features, client, config.model_name, config.max_candidates)
 
+    await generator.warm_up()
+
     def register(server):
         candidate_pb2_grpc.add_CandidateServiceServicer_to_server(
             CandidateServicer(generator), server)

@@ -32,6 +32,8 @@ async def serve(config: RankingConfig) -> None:
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     ranker = Ranker(features, client, config.model_name, config.max_candidates)
 
+    await ranker.warm_up()
+
     def register(server):
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(RankingServicer(ranker), server)
         return ["recsys.v1.RankingService"]

@@ -1,14 +1,18 @@
 """Second stage: scores a user's candidates with the ranking model in one batched call."""
 from __future__ import annotations
 
+import logging
 import time
 
-from libs import feature_spec
+import grpc
+
+from libs import feature_spec, log
 from libs.feature_store import CatalogFeatures, FeastFeatures
 from libs.serving_client import ModelClient, to_tensor_proto
-from recsys.v1 import ranking_pb2
+from recsys.v1 import common_pb2, ranking_pb2
 
 OUTPUT_KEY = "predicted_rating"
+logger = logging.getLogger(__name__)
 
 
 class InvalidRequest(ValueError):
@@ -30,7 +34,19 @@ class Ranker:
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
 
-    async def rank(self, request: ranking_pb2.RankRequest) -> ranking_pb2.RankResponse:
+    async def warm_up(self, num_items: int = 100) -> None:
+        """Ranks the most popular items once before taking traffic: loads the feature
+        registry, fills the item cache and warms the model's graph."""
+        candidates = [common_pb2.ScoredItem(item_id=item)
+                      for item, _ in self.features.popular_items(num_items)]
+        try:
+            await self.rank(ranking_pb2.RankRequest(user_id="warm-up", candidates=candidates),
+                            timeout=30)
+        except grpc.aio.AioRpcError as err:
+            log.event(logger, "warm-up call failed", logging.WARNING, code=err.code().name)
+
+    async def rank(self, request: ranking_pb2.RankRequest,
+                   timeout: float | None = None) -> ranking_pb2.RankResponse:
         """Raises grpc.aio.AioRpcError when the model server cannot answer."""
         if not request.user_id:
             raise InvalidRequest("user_id is empty")
@@ -44,7 +60,7 @@ class Ranker:
         prediction = await self.client.predict(
             self.model_name,
             ranking_inputs(found.user, found.items, request.context.timestamp_seconds),
-            version=request.model_version)
+            version=request.model_version, timeout=timeout)
         scores = prediction.outputs[OUTPUT_KEY].reshape(-1)
         order = sorted(range(len(ids)), key=lambda i: -scores[i])
         response = ranking_pb2.RankResponse(model_version=prediction.version,
