@@ -5,7 +5,6 @@ TRAINING_PY := .venv/training/bin/python
 SERVING_PY := .venv/serving/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
-TRAIN_ARGS := --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup protos train features serve demo test lint test-unit test-training test-integration loadtest bench-features clean
@@ -20,17 +19,19 @@ setup:  ## create both pinned environments and generate the gRPC stubs
 protos:  ## regenerate the gRPC stubs from libs/protos
 	@PYTHON=$(SERVING_PY) tools/gen_protos.sh
 
-train: setup  ## run the TFX pipeline on the default data (MovieLens if present, else generated)
-	$(TRAINING_PY) -m pipelines.training.run $(TRAIN_ARGS)
+features: setup  ## land data, Beam feature job, Feast apply + materialize, point-in-time training set
+	$(TRAINING_PY) -m pipelines.features.batch_job --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(SERVING_PY) -m pipelines.features.ingest --workdir $(WORKDIR)
+	$(SERVING_PY) -m pipelines.features.training_set --workdir $(WORKDIR)
 
-features: setup  ## build feature tables, apply the Feast repo, materialize to the online store
-	$(SERVING_PY) -m pipelines.features.ingest --workdir $(WORKDIR) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+train: features  ## the TFX pipeline on the newest training set (MovieLens if present, else generated)
+	$(TRAINING_PY) -m pipelines.training.run --workdir $(WORKDIR)
 
 serve: setup  ## start the model server and the three services in the foreground (Ctrl-C stops)
 	@test -f $(WORKDIR)/features/serving_summary.json || $(MAKE) features
 	$(SERVING_PY) -m tools.stack --workdir $(WORKDIR)
 
-demo: train features  ## set up, train, ingest features, serve, print recommendations
+demo: train  ## set up, train, ingest features, serve, print recommendations
 	$(SERVING_PY) -m tools.demo --workdir $(WORKDIR)
 
 test: setup lint test-unit test-training test-integration  ## all tests (what CI runs)

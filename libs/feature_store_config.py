@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ONLINE_TYPES = ("sqlite", "redis")
-OFFLINE_TYPES = ("file", "bigquery", "spark")
+OFFLINE_TYPES = ("duckdb", "bigquery", "spark")
 
 
 @dataclass
@@ -33,7 +33,9 @@ class OnlineStore:
 
 @dataclass
 class OfflineStore:
-    type: str = "file"
+    # duckdb: parquet files on this machine; its point-in-time join keeps every entity
+    # row (Feast's "file" store drops rows whose features all lie in their future)
+    type: str = "duckdb"
     project_id: str = ""  # bigquery
     dataset: str = ""  # bigquery
     spark_conf: dict[str, str] = field(default_factory=dict)  # spark
@@ -66,9 +68,9 @@ def repo_config(config: FeatureStoreConfig, store_dir: str | Path):
 
     store_dir = Path(store_dir).resolve()
     store_dir.mkdir(parents=True, exist_ok=True)
-    if config.offline_store.type != "file":
+    if config.offline_store.type != "duckdb":
         raise ValueError(f"offline store {config.offline_store.type!r} needs its cluster; "
-                         "on one machine use type: file")
+                         "on one machine use type: duckdb")
     sql = "://" in config.registry
     registry = RegistryConfig(
         registry_type="sql" if sql else "file",
@@ -83,5 +85,5 @@ def repo_config(config: FeatureStoreConfig, store_dir: str | Path):
             f"{online_store.connection_string},socket_timeout={seconds},"
             f"socket_connect_timeout={seconds},retry=null")}
     return RepoConfig(project=config.project, provider="local", registry=registry,
-                      online_store=online, offline_store={"type": "file"},
+                      online_store=online, offline_store={"type": "duckdb"},
                       entity_key_serialization_version=3, repo_path=str(store_dir))

@@ -37,7 +37,7 @@ class FeatureClientConfig(ServiceConfig):
     feature_source: str = "feast"  # feast | catalog
     feature_store_config: str = "pipelines/features/local.yaml"
     feature_store_dir: str = "var/features"
-    catalog_dir: str = "var/data/catalog"  # for feature_source: catalog
+    catalog_dir: str = "var/data/raw"  # for feature_source: catalog (the landed tables)
     # how long item features are reused before being read again; 0 reads every time
     item_cache_seconds: float = 60.0
 

@@ -1,10 +1,7 @@
 """Shared test settings: paths, the two environments' interpreters, a real Redis."""
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,23 +13,11 @@ MOVIELENS = ROOT.parent / "shared" / "data" / "ml-100k"
 
 def start_redis() -> tuple[str, subprocess.Popen]:
     """A real redis-server on a free loopback port, nothing persisted."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server; "
-                    ".ci/run does it)")
-    from tools.stack import free_port
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return f"127.0.0.1:{port}", process
-        time.sleep(0.05)
-    process.kill()
-    pytest.fail("redis-server did not start")
+    from tools import redis_server
+    try:
+        return redis_server.start()
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +27,4 @@ def redis_server():
     yield address
     process.terminate()
     process.wait(10)
+

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                         help="comma-separated user ids (an unknown user is always added)")
     parser.add_argument("--num", type=int, default=5)
     args = parser.parse_args(argv)
-    catalog = Path(args.workdir, "data", "catalog", "items.csv")
+    catalog = Path(args.workdir, "data", "raw", "items.csv")
     if not catalog.exists():
         print(f"error: {catalog} not found; run `make train` first", file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ class Stack:
 
     def _overrides(self, name: str) -> list[str]:
         features = [f"feature_store_dir={self.workdir / 'features'}",
-                    f"catalog_dir={self.workdir / 'data' / 'catalog'}"]
+                    f"catalog_dir={self.workdir / 'data' / 'raw'}"]
         model_server = f"model_server={self.address('services/model_server')}"
         wiring = {
             "services/model_server": [f"model_repo={self.workdir / 'model_repo'}"],
@@ -167,7 +167,7 @@ class Stack:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the serving stack in the foreground.")
     parser.add_argument("--workdir", default="var",
-                        help="training workdir holding model_repo/ and data/catalog/")
+                        help="training workdir holding model_repo/, features/ and data/raw/")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     if not any((workdir / "model_repo").glob("*/*/saved_model.pb")):

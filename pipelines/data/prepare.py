@@ -1,11 +1,13 @@
-"""Turns a Dataset into the pipeline's input: tf.Examples split by time, plus a catalog.
+"""Turns a training set (Feast's point-in-time join) into the pipeline's input.
 
-Output under `<out>/`:
-  examples/train/*.tfrecord, examples/eval/*.tfrecord  one example per rating, typed by
-                                                       the feature spec (ImportExampleGen)
-  catalog/users.csv, items.csv, ratings.csv            what the serving side reads
-  snapshot.json                                        span, time cut-off, row counts and a
-                                                       content hash of everything above
+Input: a snapshot `training_sets/span-<S>/` (pipelines/features/training_set.py):
+ratings.parquet (one row per label event, columns of the feature spec), items.parquet
+(the item catalog the retrieval index holds) and snapshot.json.
+Output under `<out>/examples/span-<S>/`, which ImportExampleGen reads as span S:
+  train/*.tfrecord, eval/*.tfrecord   one tf.Example per rating, typed by the spec
+  snapshot.json                       the training set's snapshot (span, content hash)
+                                      plus the time cut-off, split sizes and a hash of
+                                      the examples
 The split is by time: the earliest `train_fraction` of ratings train, the rest evaluate.
 """
 from __future__ import annotations
@@ -18,12 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from libs import feature_spec
-from pipelines.data.dataset import Dataset
+from pipelines.data.dataset import DataError
 
-
-def _denormalize(data: Dataset) -> pd.DataFrame:
-    rows = data.ratings.merge(data.users, on="user_id").merge(data.items, on="item_id")
-    return rows.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
 
 
 def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
@@ -53,46 +52,56 @@ def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
 def _content_hash(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(path.name.encode())
+        digest.update(f"{path.parent.name}/{path.name}".encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
 
-def prepare(data: Dataset, out: str | Path, train_fraction: float = 0.8,
+def newest_training_set(sets_dir: str | Path) -> Path:
+    spans = [p for p in Path(sets_dir).glob("span-*") if p.name[5:].isdigit()]
+    if not spans:
+        raise DataError(f"{sets_dir}: no training set; build one first (make features: "
+                        "batch job, ingestion, point-in-time join)")
+    return max(spans, key=lambda p: int(p.name[5:]))
+
+
+def read_training_set(directory: str | Path) -> tuple[dict, pd.DataFrame]:
+    directory = Path(directory)
+    try:
+        snapshot = json.loads((directory / "snapshot.json").read_text())
+        rows = pd.read_parquet(directory / "ratings.parquet")
+    except FileNotFoundError as err:
+        raise DataError(f"{err.filename}: not found; not a training set") from None
+    missing = [c for c in COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(f"{directory / 'ratings.parquet'}: lacks columns {missing}")
+    return snapshot, rows
+
+
+def prepare(training_set: str | Path, out: str | Path, train_fraction: float = 0.8,
             progress=print) -> dict:
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be between 0 and 1, got {train_fraction}")
     progress = progress or (lambda _message: None)
-    out = Path(out)
-    for sub in ("examples", "catalog"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    rows = _denormalize(data)
+    snapshot, rows = read_training_set(training_set)
+    rows = rows.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
     cutoff = int(rows.timestamp.quantile(train_fraction))
     train, evaluation = rows[rows.timestamp < cutoff], rows[rows.timestamp >= cutoff]
     if train.empty or evaluation.empty:
         raise ValueError("the time split left an empty train or eval set; "
                          "use more ratings or another train_fraction")
-    progress(f"prepare: {len(train):,} train / {len(evaluation):,} eval ratings "
-             f"(time cut-off {pd.to_datetime(cutoff, unit='s')})")
-    _write_examples(train, out / "examples" / "train" / "ratings.tfrecord", progress)
-    _write_examples(evaluation, out / "examples" / "eval" / "ratings.tfrecord", progress)
-
-    catalog = out / "catalog"
-    catalog.mkdir(parents=True)
-    data.users.to_csv(catalog / "users.csv", index=False)
-    data.items.to_csv(catalog / "items.csv", index=False)
-    data.ratings.to_csv(catalog / "ratings.csv", index=False)
-
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "snapshot.json")
-    snapshot = {
-        "source": data.source,
-        "span": int(data.ratings.timestamp.max()),
-        "time_cutoff": cutoff,
-        "train_rows": len(train), "eval_rows": len(evaluation),
-        "users": len(data.users), "items": len(data.items),
-        "content_sha256": _content_hash(files),
-    }
-    (out / "snapshot.json").write_text(json.dumps(snapshot, indent=2) + "\n")
+    progress(f"prepare: span {snapshot['span']}: {len(train):,} train / "
+             f"{len(evaluation):,} eval ratings (time cut-off "
+             f"{pd.to_datetime(cutoff, unit='s')})")
+    span_dir = Path(out) / "examples" / f"span-{snapshot['span']}"
+    shutil.rmtree(span_dir, ignore_errors=True)
+    _write_examples(train, span_dir / "train" / "ratings.tfrecord", progress)
+    _write_examples(evaluation, span_dir / "eval" / "ratings.tfrecord", progress)
+    snapshot = {**snapshot, "training_set": str(Path(training_set).resolve()),
+                "time_cutoff": cutoff, "train_rows": len(train),
+                "eval_rows": len(evaluation),
+                "examples_sha256": _content_hash(sorted(span_dir.rglob("*.tfrecord")))}
+    (span_dir / "snapshot.json").write_text(json.dumps(snapshot, indent=2) + "\n")
     return snapshot

@@ -1,6 +1,7 @@
 """Which data a job trains or ingests: MovieLens when present or named, else generated."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -35,3 +36,17 @@ def from_catalog(catalog_dir: str | Path) -> Dataset:
         ratings=ratings.assign(rating=ratings.rating.astype("float64"),
                                timestamp=ratings.timestamp.astype("int64")),
         source=str(directory)).check()
+
+
+def land(data: Dataset, raw_dir: str | Path) -> None:
+    """Writes the three tables as the raw landing layout the feature job reads
+    (users.csv, items.csv, ratings.csv), replacing what landed before."""
+    directory = Path(raw_dir)
+    new = directory.with_name(directory.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    data.users.to_csv(new / "users.csv", index=False)
+    data.items.to_csv(new / "items.csv", index=False)
+    data.ratings.to_csv(new / "ratings.csv", index=False)
+    shutil.rmtree(directory, ignore_errors=True)
+    new.rename(directory)

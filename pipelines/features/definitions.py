@@ -1,20 +1,22 @@
 """The Feast feature repository: entities, feature views and one service per model.
 
-Declarative: `definitions(offline_dir)` only builds Feast objects; the parquet tables
-under `offline_dir` come from `tables.py`. Types of the features the models read come
-from the feature spec, so Feast, Transform and the services agree.
+Declarative: `definitions(tables_dir)` only builds Feast objects; the parquet tables
+under `tables_dir` come from the batch job (`batch_job.py`). Types of the features the
+models read come from the feature spec, so Feast, Transform and the services agree.
+Views the stream worker updates also take pushes (`<view>_push`).
 """
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import (Entity, FeatureService, FeatureView, Field, FileSource, PushSource,
+                   ValueType)
 from feast.types import Array, Float32, Int64, String
 
 from libs import feature_spec
 from libs.feature_store import CANDIDATE_SERVICE, QUERY_SERVICE, RANKING_SERVICE
-from pipelines.features.tables import POPULARITY_WINDOW_DAYS, TIMESTAMP
+from pipelines.features.tables import TIMESTAMP, WINDOW_COUNT
 
 FEAST_TYPE = {"string": String, "int64": Int64, "float": Float32}
 # No expiry: a value holds until a newer one replaces it (and MovieLens is from 1997).
@@ -31,38 +33,43 @@ def _spec_fields(names: tuple[str, ...]) -> list[Field]:
             if n not in ("user_id", "item_id")]
 
 
-def _source(offline_dir: Path, name: str) -> FileSource:
-    return FileSource(name=f"{name}_source", path=str(offline_dir / f"{name}.parquet"),
-                      timestamp_field=TIMESTAMP)
+def push_source_name(view: str) -> str:
+    return f"{view}_push"
 
 
-def definitions(offline_dir: str | Path) -> dict:
-    offline_dir = Path(offline_dir).resolve()
+def _source(tables_dir: Path, name: str, push: bool = False):
+    batch = FileSource(name=f"{name}_source", path=str(tables_dir / name / "*.parquet"),
+                       timestamp_field=TIMESTAMP)
+    return PushSource(name=push_source_name(name), batch_source=batch) if push else batch
+
+
+def definitions(tables_dir: str | Path) -> dict:
+    tables_dir = Path(tables_dir).resolve()
     user_profile = FeatureView(
         name="user_profile", entities=[user], ttl=NO_TTL,
         schema=_spec_fields(feature_spec.USER_FEATURES) + [Field(name="zip_region",
                                                                  dtype=String)],
-        source=_source(offline_dir, "user_profile"))
+        source=_source(tables_dir, "user_profile"))
     item_profile = FeatureView(
         name="item_profile", entities=[item], ttl=NO_TTL,
         schema=_spec_fields(feature_spec.ITEM_FEATURES) + [Field(name="title", dtype=String)],
-        source=_source(offline_dir, "item_profile"))
+        source=_source(tables_dir, "item_profile"))
     user_activity = FeatureView(
         name="user_activity", entities=[user], ttl=NO_TTL,
         schema=[Field(name="user_rating_count", dtype=Int64),
                 Field(name="user_mean_rating", dtype=Float32),
                 Field(name="recent_items", dtype=Array(String))],
-        source=_source(offline_dir, "user_activity"))
+        source=_source(tables_dir, "user_activity", push=True))
     item_popularity = FeatureView(
         name="item_popularity", entities=[item], ttl=NO_TTL,
         schema=[Field(name="item_rating_count", dtype=Int64),
                 Field(name="item_mean_rating", dtype=Float32),
-                Field(name=f"item_rating_count_{POPULARITY_WINDOW_DAYS}d", dtype=Int64)],
-        source=_source(offline_dir, "item_popularity"))
+                Field(name=WINDOW_COUNT, dtype=Int64)],
+        source=_source(tables_dir, "item_popularity", push=True))
     user_rated_items = FeatureView(
         name="user_rated_items", entities=[user], ttl=NO_TTL,
         schema=[Field(name="rated_items", dtype=Array(String))],
-        source=_source(offline_dir, "user_rated_items"),
+        source=_source(tables_dir, "user_rated_items", push=True),
         description="serving only: what the candidate service excludes")
     views = [user_profile, item_profile, user_activity, item_popularity, user_rated_items]
     # What each model (and its service) reads; the services fetch a whole service in

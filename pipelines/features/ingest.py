@@ -1,47 +1,82 @@
-"""Batch ingestion: raw tables -> feature tables (parquet) -> `feast apply` -> online store.
+"""Feature tables -> `feast apply` -> materialization into the online store.
 
   python -m pipelines.features.ingest --workdir var [--config FILE]
-                                      [--data-dir DIR | --synthetic]
 
-By default it reads what the training pipeline prepared (`<workdir>/data/catalog`), so
-the features describe the data the models were trained on.
-
-Materialization is incremental: a later run only loads what changed since the last one.
-Writes under `<workdir>/features/`: offline/*.parquet, the registry and (SQLite) the
-online store.
+Reads the parquet tables the batch job wrote (`<workdir>/features/tables/`, see
+`batch_job.py`). Materialization is incremental: a later run only loads what changed
+since the last one. Writes under `<workdir>/features/`: the registry, the serving
+summary (catalog size, most-rated items) and (SQLite) the online store.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import pandas as pd
 
 from libs import config as config_lib
 from libs.feature_store import SUMMARY_FILE
-from pipelines.data import sources
-from pipelines.data.dataset import DataError
-from pipelines.features import tables
 from libs.feature_store_config import FeatureStoreConfig, repo_config
+from pipelines.features import tables
 from pipelines.features.definitions import definitions
 
+# ibis (Feast's DuckDB offline store) calls a DuckDB method DuckDB 2 deprecates
+warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
+
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).with_name("local.yaml")
+TRAINING_PYTHON = ROOT / ".venv" / "training" / "bin" / "python"
+POPULAR_ITEMS = 1000
 
 
-def write_tables(data, offline_dir: Path) -> dict[str, int]:
-    offline_dir.mkdir(parents=True, exist_ok=True)
-    rows = {}
-    for name, table in tables.all_tables(data).items():
-        table.to_parquet(offline_dir / f"{name}.parquet", index=False)
-        rows[name] = len(table)
-    return rows
+class IngestError(ValueError):
+    """The tables to ingest are missing; the message says what to run."""
 
 
-def data_time(data) -> datetime:
+def run_batch_job(workdir: str | Path, data=None, timeout: float = 3600) -> dict:
+    """Lands `data` (when given) under `workdir`, then runs the Beam feature job in the
+    training environment, as `make features` does. Returns the job's report."""
+    from pipelines.data import sources
+
+    workdir = Path(workdir)
+    if data is not None:
+        sources.land(data, workdir / "data" / "raw")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [str(TRAINING_PYTHON), "-m", "pipelines.features.batch_job", "--workdir",
+         str(workdir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise IngestError(f"the batch job failed ({result.returncode}):\n"
+                          f"{result.stderr[-3000:]}")
+    return json.loads((workdir / "features" / "tables" / "report.json").read_text())
+
+
+def _table(tables_dir: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    return pd.read_parquet(tables_dir / name, columns=columns)
+
+
+def serving_summary(tables_dir: Path) -> dict:
+    """Catalog size and the most-rated items (the services' popularity fallback)."""
+    items = _table(tables_dir, "item_profile", ["item_id"])
+    counts = (_table(tables_dir, "item_popularity", ["item_id", "item_rating_count"])
+              .groupby("item_id").item_rating_count.max()
+              .sort_values(ascending=False, kind="stable").head(POPULAR_ITEMS))
+    top = int(counts.iloc[0]) if len(counts) else 1
+    return {"num_items": len(items),
+            "popular": [[item, round(int(n) / top, 6)] for item, n in counts.items()]}
+
+
+def data_time(tables_dir: Path) -> datetime:
     """Just after the newest event in the data (every table's stamps are below it)."""
-    return datetime.fromtimestamp(int(data.ratings.timestamp.max()) + 2, tz=timezone.utc)
+    newest = _table(tables_dir, "ratings", [tables.TIMESTAMP])[tables.TIMESTAMP].max()
+    return newest.to_pydatetime() + timedelta(seconds=2)
 
 
 def open_store(config: FeatureStoreConfig, store_dir: Path):
@@ -49,27 +84,26 @@ def open_store(config: FeatureStoreConfig, store_dir: Path):
     return FeatureStore(config=repo_config(config, store_dir))
 
 
-def apply(store, offline_dir: Path) -> None:
-    objects = definitions(offline_dir)
+def apply(store, tables_dir: Path) -> None:
+    objects = definitions(tables_dir)
     store.apply([*objects["entities"], *objects["views"], *objects["services"]])
 
 
-def ingest(data, config: FeatureStoreConfig, workdir: str | Path,
+def ingest(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Path = "",
            end: datetime | None = None, progress=print):
     progress = progress or (lambda _message: None)
     store_dir = Path(workdir) / "features"
-    offline_dir = store_dir / "offline"
-    start = time.monotonic()
-    rows = write_tables(data, offline_dir)
-    (store_dir / SUMMARY_FILE).write_text(json.dumps(
-        {"num_items": len(data.items), "popular": tables.popular_items(data)}))
-    progress(f"features: {sum(rows.values()):,} rows in {len(rows)} tables "
-             f"({time.monotonic() - start:.1f}s)")
+    tables_dir = Path(tables_dir) if tables_dir else store_dir / "tables"
+    if not (tables_dir / "report.json").exists():
+        raise IngestError(f"{tables_dir}: no feature tables; run the batch job first "
+                          "(python -m pipelines.features.batch_job, or make features)")
+    store_dir.mkdir(parents=True, exist_ok=True)
+    (store_dir / SUMMARY_FILE).write_text(json.dumps(serving_summary(tables_dir)))
     store = open_store(config, store_dir)
-    apply(store, offline_dir)
+    apply(store, tables_dir)
     # Event time, not wall-clock time, bounds each run: the next run then loads exactly
     # the events after this one's, even when the data is historical (MovieLens: 1998).
-    start, end = time.monotonic(), end or data_time(data)
+    start, end = time.monotonic(), end or data_time(tables_dir)
     views = store.list_feature_views()
     incremental = [v.name for v in views
                    if v.materialization_intervals and v.name not in tables.SNAPSHOTS]
@@ -88,20 +122,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="var")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", default="", help="MovieLens 100K directory")
-    source.add_argument("--synthetic", action="store_true")
     args = parser.parse_args(argv)
     try:
         config = config_lib.load(FeatureStoreConfig, args.config,
                                  env_prefix="RECSYS_FEATURES")
-        catalog = Path(args.workdir) / "data" / "catalog"
-        if args.data_dir or args.synthetic or not catalog.is_dir():
-            data = sources.load(args.data_dir, synthetic_data=args.synthetic)
-        else:
-            data = sources.from_catalog(catalog)
-        ingest(data, config, args.workdir)
-    except (config_lib.ConfigError, DataError, ValueError) as err:
+        ingest(config, args.workdir)
+    except (config_lib.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,105 +1,176 @@
-"""Feature tables with event timestamps, computed from the three raw tables.
+"""Feature rows with event timestamps, as plain functions of raw rows.
 
-Each table is what one feature view reads from the offline store. Values are stamped
-with the moment they became true, so a point-in-time join never sees the future:
-  user_profile     one row per user, stamped before any rating (profiles are static)
+The batch job (`batch_job.py`, Apache Beam) folds them over each entity's history; the
+stream worker (`stream.py`) applies the same update to one new event, so batch and
+streaming compute a feature the same way. Each value is stamped with the moment it
+became true, so a point-in-time join never sees the future:
+  user_profile     one row per user, holding from the epoch (profiles are static)
   item_profile     one row per item, likewise
-  user_activity    one row per rating: the user's count, mean and recent items so far,
+  user_activity    after each rating: the user's count, mean and recent items so far,
                    stamped one second after it (a label never sees itself)
-  item_popularity  one row per item and day with ratings: counts and mean so far and
-                   over the trailing window
-  user_rated_items one row per user: every item rated, as of the last rating (serving
-                   only: the candidate service excludes them; training never reads it)
+  item_popularity  after each rating: the item's count and mean so far and its count
+                   over the trailing window, stamped likewise
+  user_rated_items every item the user rated, as of the last rating (serving only: the
+                   candidate service excludes them; training never reads it)
+Pure Python: both environments import it.
 """
 from __future__ import annotations
 
-import pandas as pd
+import collections
+from datetime import datetime, timezone
 
-from pipelines.data.dataset import Dataset
+from libs import feature_spec
 
 RECENT_ITEMS = 10
 POPULARITY_WINDOW_DAYS = 30
 TIMESTAMP = "event_timestamp"
-EPOCH = pd.Timestamp(0, tz="UTC").to_pydatetime()
-# Tables stamped at a fixed profile time, so reloaded in full on every run.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Tables stamped at the epoch, so reloaded in full on every run.
 SNAPSHOTS = ("user_profile", "item_profile")
+NAMES = ("user_profile", "item_profile", "user_activity", "item_popularity",
+         "user_rated_items")
+WINDOW_COUNT = f"item_rating_count_{POPULARITY_WINDOW_DAYS}d"
 
 
-def _stamp(seconds: pd.Series) -> pd.Series:
-    return pd.to_datetime(seconds, unit="s", utc=True)
+class RowError(ValueError):
+    """A raw row is corrupt or outside the schema: which field, and why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
 
 
-def profile_time(data: Dataset) -> pd.Timestamp:
-    """Profiles hold from before the first rating."""
-    return _stamp(pd.Series([data.ratings.timestamp.min() - 86_400])).iloc[0]
+def stamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
-def user_profile(data: Dataset) -> pd.DataFrame:
-    users = data.users
-    return pd.DataFrame({
-        "user_id": users.user_id.astype(str), "age": users.age.astype("int64"),
-        "gender": users.gender, "occupation": users.occupation,
-        "zip_region": users.zip_code.astype(str).str[:1],
-        TIMESTAMP: profile_time(data)})
+def _int(fields: dict, name: str, low: int, high: int) -> int:
+    try:
+        value = int(fields[name])
+    except (TypeError, ValueError):
+        raise RowError(name, f"{name} is not an integer: {fields[name]!r}") from None
+    if not low <= value <= high:
+        raise RowError(name, f"{name} {value} outside {low}..{high}")
+    return value
 
 
-def item_profile(data: Dataset) -> pd.DataFrame:
-    items = data.items
-    return pd.DataFrame({
-        "item_id": items.item_id.astype(str), "title": items.title, "genres": items.genres,
-        "release_year": items.release_year.astype("int64"), TIMESTAMP: profile_time(data)})
+def _id(fields: dict, name: str) -> str:
+    value = (fields[name] or "").strip()
+    if not value:
+        raise RowError(name, f"{name} is empty")
+    return value
 
 
-def user_activity(data: Dataset) -> pd.DataFrame:
-    r = data.ratings.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    grouped = r.groupby("user_id", sort=False)
-    count = grouped.cumcount() + 1
-    mean = grouped.rating.cumsum() / count
-    recent = grouped.item_id.transform(
-        lambda items: [list(items.iloc[max(0, i + 1 - RECENT_ITEMS):i + 1])[::-1]
-                       for i in range(len(items))])
-    table = pd.DataFrame({
-        "user_id": r.user_id.astype(str), "user_rating_count": count.astype("int64"),
-        "user_mean_rating": mean.astype("float32"), "recent_items": recent,
-        TIMESTAMP: _stamp(r.timestamp + 1)})
-    # several ratings in one second: the row that includes them all holds
-    return table.drop_duplicates(["user_id", TIMESTAMP], keep="last").reset_index(drop=True)
+def _in_vocabulary(fields: dict, name: str, vocabulary) -> str:
+    value = fields[name]
+    if value not in vocabulary:
+        raise RowError(name, f"{name} {value!r} is not one of the spec's values")
+    return value
 
 
-def user_rated_items(data: Dataset) -> pd.DataFrame:
-    grouped = data.ratings.groupby("user_id")
-    return pd.DataFrame({
-        "rated_items": grouped.item_id.agg(lambda items: sorted(set(items))),
-        TIMESTAMP: _stamp(grouped.timestamp.max() + 1)}).reset_index()
+def parse_user(fields: dict) -> dict:
+    return {"user_id": _id(fields, "user_id"), "age": _int(fields, "age", 1, 120),
+            "gender": _in_vocabulary(fields, "gender", feature_spec.GENDERS),
+            "occupation": _in_vocabulary(fields, "occupation", feature_spec.OCCUPATIONS),
+            "zip_code": fields["zip_code"] or ""}
 
 
-def popular_items(data: Dataset, n: int = 1000) -> list[list]:
-    """[item_id, score] of the most rated items, score 1.0 for the top one."""
-    counts = data.ratings.item_id.value_counts().head(n)
-    return [[str(item), round(count / counts.iloc[0], 6)] for item, count in counts.items()]
+def parse_item(fields: dict) -> dict:
+    genres = fields["genres"] or ""
+    unknown = set(genres.split(feature_spec.GENRE_SEPARATOR)) - set(feature_spec.GENRES)
+    if unknown:
+        raise RowError("genres", f"genres {sorted(unknown)} are not in the spec")
+    return {"item_id": _id(fields, "item_id"), "title": fields["title"] or "",
+            "release_year": _int(fields, "release_year", 1800, 2100), "genres": genres}
 
 
-def item_popularity(data: Dataset) -> pd.DataFrame:
-    r = data.ratings.assign(day=data.ratings.timestamp // 86_400)
-    daily = r.groupby(["item_id", "day"]).rating.agg(["count", "sum"]).reset_index()
-    daily = daily.sort_values(["item_id", "day"])
-    grouped = daily.groupby("item_id", sort=False)
-    total_count = grouped["count"].cumsum()
-    total_sum = grouped["sum"].cumsum()
-    window = (daily.set_index(pd.to_datetime(daily.day, unit="D"))
-              .groupby("item_id")["count"]
-              .rolling(f"{POPULARITY_WINDOW_DAYS}D").sum()
-              .reset_index(drop=True))
-    end_of_day = _stamp((daily.day + 1) * 86_400 - 1)
-    return pd.DataFrame({
-        "item_id": daily.item_id.astype(str).to_numpy(),
-        "item_rating_count": total_count.astype("int64").to_numpy(),
-        "item_mean_rating": (total_sum / total_count).astype("float32").to_numpy(),
-        f"item_rating_count_{POPULARITY_WINDOW_DAYS}d": window.astype("int64").to_numpy(),
-        TIMESTAMP: end_of_day.to_numpy()})
+def parse_rating(fields: dict) -> dict:
+    try:
+        rating = float(fields["rating"])
+    except (TypeError, ValueError):
+        raise RowError("rating", f"rating is not a number: {fields['rating']!r}") from None
+    if not 1.0 <= rating <= 5.0:
+        raise RowError("rating", f"rating {rating} outside 1..5")
+    return {"user_id": _id(fields, "user_id"), "item_id": _id(fields, "item_id"),
+            "rating": rating, "timestamp": _int(fields, "timestamp", 0, 2**40)}
 
 
-def all_tables(data: Dataset) -> dict[str, pd.DataFrame]:
-    return {"user_profile": user_profile(data), "item_profile": item_profile(data),
-            "user_activity": user_activity(data), "item_popularity": item_popularity(data),
-            "user_rated_items": user_rated_items(data)}
+def user_profile_row(user: dict) -> dict:
+    return {"user_id": user["user_id"], "age": user["age"], "gender": user["gender"],
+            "occupation": user["occupation"], "zip_region": user["zip_code"][:1],
+            TIMESTAMP: EPOCH}
+
+
+def item_profile_row(item: dict) -> dict:
+    return {"item_id": item["item_id"], "title": item["title"], "genres": item["genres"],
+            "release_year": item["release_year"], TIMESTAMP: EPOCH}
+
+
+def rating_row(rating: dict) -> dict:
+    """The label event as the training set's entity row reads it."""
+    return {"user_id": rating["user_id"], "item_id": rating["item_id"],
+            "rating": rating["rating"], TIMESTAMP: stamp(rating["timestamp"])}
+
+
+def _in_order(ratings) -> list[dict]:
+    return sorted(ratings, key=lambda r: (r["timestamp"], r["item_id"]))
+
+
+def next_user_activity(previous: dict | None, rating: dict) -> dict:
+    count = (previous["user_rating_count"] if previous else 0) + 1
+    total = (previous["user_mean_rating"] * (count - 1) if previous else 0.0) + rating["rating"]
+    recent = [rating["item_id"]] + list(previous["recent_items"] if previous else [])
+    return {"user_id": rating["user_id"], "user_rating_count": count,
+            "user_mean_rating": total / count, "recent_items": recent[:RECENT_ITEMS],
+            TIMESTAMP: stamp(rating["timestamp"] + 1)}
+
+
+def _last_per_stamp(rows: list[dict]) -> list[dict]:
+    """Several ratings in one second: the row that includes them all holds."""
+    return [row for row, after in zip(rows, rows[1:] + [None])
+            if after is None or after[TIMESTAMP] != row[TIMESTAMP]]
+
+
+def user_activity_rows(ratings) -> list[dict]:
+    """One entity's ratings -> its activity after each of them."""
+    rows, previous = [], None
+    for rating in _in_order(ratings):
+        previous = next_user_activity(previous, rating)
+        rows.append(previous)
+    return _last_per_stamp(rows)
+
+
+def next_item_popularity(previous: dict | None, rating: dict) -> dict:
+    """The stream's update: the window count only grows until the next batch run, which
+    recomputes it exactly (events leaving the window are not tracked online)."""
+    count = (previous["item_rating_count"] if previous else 0) + 1
+    total = (previous["item_mean_rating"] * (count - 1) if previous else 0.0) + rating["rating"]
+    return {"item_id": rating["item_id"], "item_rating_count": count,
+            "item_mean_rating": total / count,
+            WINDOW_COUNT: (previous[WINDOW_COUNT] if previous else 0) + 1,
+            TIMESTAMP: stamp(rating["timestamp"] + 1)}
+
+
+def item_popularity_rows(ratings) -> list[dict]:
+    rows, previous, window = [], None, collections.deque()
+    for rating in _in_order(ratings):
+        previous = next_item_popularity(previous, rating)
+        window.append(rating["timestamp"])
+        while window[0] <= rating["timestamp"] - POPULARITY_WINDOW_DAYS * 86_400:
+            window.popleft()
+        previous[WINDOW_COUNT] = len(window)
+        rows.append(previous)
+    return _last_per_stamp(rows)
+
+
+def user_rated_items_row(ratings) -> dict:
+    ratings = list(ratings)
+    return {"user_id": ratings[0]["user_id"],
+            "rated_items": sorted({r["item_id"] for r in ratings}),
+            TIMESTAMP: stamp(max(r["timestamp"] for r in ratings) + 1)}
+
+
+def next_user_rated_items(previous: dict | None, rating: dict) -> dict:
+    items = set(previous["rated_items"] if previous else ()) | {rating["item_id"]}
+    return {"user_id": rating["user_id"], "rated_items": sorted(items),
+            TIMESTAMP: stamp(rating["timestamp"] + 1)}

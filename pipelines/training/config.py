@@ -9,12 +9,9 @@ from dataclasses import dataclass, field
 class PipelineConfig:
     workdir: str = "var"
     pipeline_name: str = "recsys"
-    # MovieLens directory; "" = ../shared/data/ml-100k when present, else generated data
-    data_dir: str = ""
-    synthetic_users: int = 943
-    synthetic_items: int = 1682
-    synthetic_ratings: int = 100_000
-    seed: int = 42
+    # a training set from the feature store (pipelines/features/training_set.py);
+    # "" = the newest under <workdir>/data/training_sets
+    training_set: str = ""
     train_fraction: float = 0.8
     retrieval_train_steps: int = 300
     ranking_train_steps: int = 150
@@ -31,8 +28,7 @@ class PipelineConfig:
         "--direct_running_mode=in_memory", "--direct_num_workers=1"])
 
     def validate(self) -> None:
-        for name in ("synthetic_users", "synthetic_items", "synthetic_ratings",
-                     "retrieval_train_steps", "ranking_train_steps", "eval_steps",
+        for name in ("retrieval_train_steps", "ranking_train_steps", "eval_steps",
                      "retrieval_k"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"field '{name}' must be positive, got {getattr(self, name)}")
@@ -56,8 +52,13 @@ class PipelineConfig:
         return self._path("data", "examples")
 
     @property
-    def catalog_dir(self) -> str:
-        return self._path("data", "catalog")
+    def training_sets_dir(self) -> str:
+        return self._path("data", "training_sets")
+
+    @property
+    def catalog_file(self) -> str:
+        """The item catalog of the training set the run reads (run.py resolves it)."""
+        return os.path.join(os.path.abspath(self.training_set), "items.parquet")
 
     @property
     def pipeline_root(self) -> str:

@@ -64,9 +64,11 @@ def _pusher(model, blessing, model_repo: str, name: str):
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
+        # the newest span: each is one training set from the feature store, and the
+        # span ExampleGen records in ML Metadata traces a model to its data
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name="train", pattern="train/*"),
-            tfx.proto.Input.Split(name="eval", pattern="eval/*")]))
+            tfx.proto.Input.Split(name="train", pattern="span-{SPAN}/train/*"),
+            tfx.proto.Input.Split(name="eval", pattern="span-{SPAN}/eval/*")]))
     examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     # The schema comes from the training (older) data alone, so the validator checks the
@@ -91,7 +93,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             schema=schema,
             train_args=tfx.proto.TrainArgs(num_steps=steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
-            custom_config={"catalog_dir": config.catalog_dir,
+            custom_config={"catalog": config.catalog_file,
                            name: config.hyperparameters.get(name, {})},
         ).with_id(f"{name}_trainer")
 

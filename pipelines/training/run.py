@@ -1,7 +1,10 @@
-"""Runs the training pipeline locally: data -> TFX (LocalDagRunner, Beam DirectRunner).
+"""Runs the training pipeline locally: training set -> TFX (LocalDagRunner, Beam).
 
-  python -m pipelines.training.run [--config FILE] [--data-dir DIR | --synthetic]
-                                   [--workdir DIR] [--set key=value ...]
+  python -m pipelines.training.run [--config FILE] [--workdir DIR]
+                                   [--training-set DIR] [--set key=value ...]
+
+Reads a training set the feature store built (`make features`: batch job, ingestion,
+point-in-time join), by default the newest span under <workdir>/data/training_sets.
 """
 import os
 import warnings
@@ -20,7 +23,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from libs import config as config_lib  # noqa: E402
-from pipelines.data import prepare, sources  # noqa: E402
+from pipelines.data import prepare  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
@@ -77,10 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--workdir", help="where data, pipeline outputs, ML Metadata and "
                                           "the model repository go")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", help="MovieLens 100K directory")
-    source.add_argument("--synthetic", action="store_true",
-                        help="train on generated data even when MovieLens is present")
+    parser.add_argument("--training-set", help="a training set directory (span-<S>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set ranking_train_steps=50")
     args = parser.parse_args(argv)
@@ -89,16 +89,15 @@ def main(argv=None) -> int:
         overrides = config_lib.parse_overrides(args.set)
         if args.workdir:
             overrides["workdir"] = args.workdir
-        if args.data_dir:
-            overrides["data_dir"] = args.data_dir
+        if args.training_set:
+            overrides["training_set"] = args.training_set
         config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
                                  overrides=overrides, overrides_name="command line")
         start = time.monotonic()
-        data = sources.load(config.data_dir, args.synthetic, config.synthetic_users,
-                            config.synthetic_items, config.synthetic_ratings, config.seed)
-        print(f"data: {data.source}: {len(data.users):,} users, {len(data.items):,} items, "
-              f"{len(data.ratings):,} ratings", flush=True)
-        snapshot = prepare.prepare(data, config.data_out, config.train_fraction)
+        if not config.training_set:
+            config.training_set = str(prepare.newest_training_set(config.training_sets_dir))
+        snapshot = prepare.prepare(config.training_set, config.data_out,
+                                   config.train_fraction)
     except (config_lib.ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -110,7 +109,8 @@ def main(argv=None) -> int:
     _show_component_progress(len(pipeline.components))
     logging.getLogger().setLevel(logging.WARNING)
     print(f"pipeline: {len(pipeline.components)} components, "
-          f"snapshot {snapshot['content_sha256'][:12]}", flush=True)
+          f"span {snapshot['span']}, training set sha256 {snapshot['content_sha256'][:12]}",
+          flush=True)
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except Exception as err:  # a component failed: say which and why, not a traceback

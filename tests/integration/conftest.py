@@ -1,8 +1,9 @@
-"""One small training run through the real TFX pipeline, then the real serving stack.
+"""One small run of the real data path (Beam feature job, Feast, point-in-time training
+set, TFX pipeline), then the real serving stack.
 
-The pipeline runs in the training environment on generated data (small, so the suite
-stays fast); the four serving processes start on free loopback ports and are always
-stopped at the end.
+Generated data, small, so the suite stays fast; the Beam job and the pipeline run in the
+training environment as `make train` runs them; the four serving processes start on
+free loopback ports and are always stopped at the end.
 """
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ import grpc
 import pytest
 
 from libs.feature_store_config import FeatureStoreConfig
-from pipelines.data import sources
-from pipelines.features import ingest
+from pipelines.data import synthetic
+from pipelines.features import ingest, training_set
 from recsys.v1 import recommend_pb2_grpc
 from tests.conftest import ROOT, TRAINING_PYTHON
 from tools.stack import Stack, service_env
 
-SMALL_RUN = ["synthetic_users=300", "synthetic_items=400", "synthetic_ratings=20000",
-             "retrieval_train_steps=60", "ranking_train_steps=80", "eval_steps=5"]
+SMALL_DATA = (300, 400, 20_000)  # users, items, ratings
+SMALL_RUN = ["retrieval_train_steps=60", "ranking_train_steps=80", "eval_steps=5"]
+
+
+def build_features(workdir, data=None) -> dict:
+    """`make features`: Beam job, Feast apply and materialization, the training set."""
+    ingest.run_batch_job(workdir, data)
+    ingest.ingest(FeatureStoreConfig(), workdir, progress=None)
+    return training_set.build(FeatureStoreConfig(), workdir, progress=None)
 
 
 def run_pipeline(workdir, *overrides: str) -> dict:
-    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run", "--synthetic",
+    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run",
                "--workdir", str(workdir)]
     for override in (*SMALL_RUN, *overrides):
         command += ["--set", override]
@@ -39,12 +47,10 @@ def run_pipeline(workdir, *overrides: str) -> dict:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """Models trained and pushed, and the features of the same data in Feast (SQLite)."""
+    """Features of generated data in Feast (SQLite), and models trained on them, pushed."""
     workdir = tmp_path_factory.mktemp("recsys")
-    summary = run_pipeline(workdir)
-    ingest.ingest(sources.from_catalog(workdir / "data" / "catalog"), FeatureStoreConfig(),
-                  workdir, progress=None)
-    return workdir, summary
+    build_features(workdir, synthetic.generate(*SMALL_DATA))
+    return workdir, run_pipeline(workdir)
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from tests.conftest import ROOT
 
 
 def rated_items(workdir: Path, user_id: str) -> set[str]:
-    with open(workdir / "data" / "catalog" / "ratings.csv", newline="") as f:
+    with open(workdir / "data" / "raw" / "ratings.csv", newline="") as f:
         return {r["item_id"] for r in csv.DictReader(f) if r["user_id"] == user_id}
 
 
 def catalog_items(workdir: Path) -> set[str]:
-    with open(workdir / "data" / "catalog" / "items.csv", newline="") as f:
+    with open(workdir / "data" / "raw" / "items.csv", newline="") as f:
         return {r["item_id"] for r in csv.DictReader(f)}
 
 

@@ -1,28 +1,39 @@
-"""Data that breaks the schema stops the pipeline before training, and says why."""
+"""Data that breaks the schema stops the pipeline before training, and says why; every
+run is traceable to the training set it read."""
 from __future__ import annotations
 
+import json
+import shutil
+import sqlite3
 import subprocess
 
-from pipelines.data import synthetic
+import pandas as pd
+
+from pipelines.data import prepare
 from tests.conftest import ROOT, TRAINING_PYTHON
 from tests.integration.conftest import SMALL_RUN
 from tools.stack import service_env
 
 
-def test_unseen_category_in_new_data_stops_the_run(tmp_path):
-    data_dir = synthetic.write_movielens_format(
-        synthetic.generate(300, 400, 20_000), tmp_path / "ml")
-    last = max(int(line.split("\t")[3]) for line in (data_dir / "u.data").read_text()
-               .splitlines())
+def test_unseen_category_in_new_data_stops_the_run(trained, tmp_path):
+    """What slips past the feature job (here a training set edited by hand) still meets
+    TFDV's schema, learned from the training split."""
+    workdir, _ = trained
+    source = prepare.newest_training_set(workdir / "data" / "training_sets")
+    rows = pd.read_parquet(source / "ratings.parquet")
+    last = int(rows.timestamp.max())
     # a new user whose occupation training has never seen rates items after everyone else
-    with open(data_dir / "u.user", "a") as f:
-        f.write("99999|30|F|astronaut|12345\n")
-    with open(data_dir / "u.data", "a") as f:
-        for item in range(1, 2001):
-            f.write(f"99999\t{item % 400 + 1}\t4\t{last + item}\n")
-    workdir = tmp_path / "work"
-    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run", "--data-dir",
-               str(data_dir), "--workdir", str(workdir)]
+    newcomer = rows.iloc[:2000].assign(user_id="99999", occupation="astronaut",
+                                       timestamp=range(last + 1, last + 2001))
+    edited = tmp_path / f"span-{last + 2000}"
+    shutil.copytree(source, edited)
+    pd.concat([rows, newcomer]).to_parquet(edited / "ratings.parquet", index=False)
+    snapshot = json.loads((edited / "snapshot.json").read_text())
+    (edited / "snapshot.json").write_text(json.dumps({**snapshot, "span": last + 2000}))
+
+    run_dir = tmp_path / "work"
+    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run", "--training-set",
+               str(edited), "--workdir", str(run_dir)]
     for override in SMALL_RUN:
         command += ["--set", override]
     result = subprocess.run(command, cwd=ROOT, env=service_env(), capture_output=True,
@@ -30,4 +41,16 @@ def test_unseen_category_in_new_data_stops_the_run(tmp_path):
     assert result.returncode == 1
     assert "DataAnomaliesError" in result.stderr and "occupation" in result.stderr
     assert "Traceback" not in result.stderr.split("error: the pipeline stopped")[-1]
-    assert not (workdir / "model_repo").exists(), "models were pushed from bad data"
+    assert not (run_dir / "model_repo").exists(), "models were pushed from bad data"
+
+
+def test_ml_metadata_records_the_span_of_the_training_set_a_model_came_from(trained):
+    workdir, summary = trained
+    with sqlite3.connect(workdir / "metadata.sqlite") as db:
+        spans = {row[0] for row in db.execute(
+            "SELECT p.int_value FROM ArtifactProperty p JOIN Artifact a ON a.id = p.artifact_id"
+            " JOIN Type t ON t.id = a.type_id WHERE t.name = 'Examples' AND p.name = 'span'")}
+    assert spans == {summary["snapshot"]["span"]}
+    assert summary["snapshot"]["content_sha256"] == json.loads(
+        (prepare.newest_training_set(workdir / "data" / "training_sets")
+         / "snapshot.json").read_text())["content_sha256"]

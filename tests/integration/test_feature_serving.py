@@ -5,7 +5,6 @@ import pytest
 import yaml
 
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
-from pipelines.data import sources
 from pipelines.features import ingest
 from recsys.v1 import recommend_pb2
 from tests.conftest import start_redis
@@ -24,7 +23,7 @@ def services_on_redis(trained, stack, tmp_path):
     config = FeatureStoreConfig(online_store=OnlineStore(type="redis",
                                                          connection_string=address))
     # a store of its own: the registry records what was materialized, per store
-    ingest.ingest(sources.from_catalog(workdir / "data" / "catalog"), config, tmp_path,
+    ingest.ingest(config, tmp_path, tables_dir=workdir / "features" / "tables",
                   progress=None)
     config_file = tmp_path / "redis.yaml"
     config_file.write_text(yaml.safe_dump({"online_store": {

@@ -1,8 +1,11 @@
-"""Feast as the feature store: batch ingestion into SQLite and a real Redis, online reads,
-point-in-time training sets without leakage, incremental materialization."""
+"""Feast as the feature store: the Beam job's tables ingested into SQLite and a real
+Redis, online reads, point-in-time training sets without leakage or lost labels,
+incremental materialization."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 
 import pandas as pd
@@ -13,11 +16,23 @@ from libs import config as config_lib
 from pipelines.data import synthetic
 from pipelines.data.dataset import Dataset
 from libs.feature_store import default_user, open_feast
-from pipelines.features import ingest, tables
+from pipelines.features import ingest, training_set
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from tests.conftest import ROOT, start_redis
 
 DATA = synthetic.generate(200, 300, 6000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def tables_dir(tmp_path_factory):
+    """The Beam job's tables for DATA, built once for the module."""
+    workdir = tmp_path_factory.mktemp("tables")
+    ingest.run_batch_job(workdir, DATA)
+    return workdir / "features" / "tables"
+
+
+def ingested(config, workdir, tables_dir):
+    return ingest.ingest(config, workdir, tables_dir=tables_dir, progress=None)
 
 
 def online_config(kind: str, redis_address: str | None) -> FeatureStoreConfig:
@@ -28,12 +43,12 @@ def online_config(kind: str, redis_address: str | None) -> FeatureStoreConfig:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
+def store(request, tmp_path, tables_dir):
     address = request.getfixturevalue("redis_server") if request.param == "redis" else None
     config = online_config(request.param, address)
     if request.param == "redis":
         config.project = f"t{abs(hash(str(tmp_path))) % 10**8}"  # one Redis, many tests
-    return ingest.ingest(DATA, config, tmp_path, progress=None)
+    return ingested(config, tmp_path, tables_dir)
 
 
 def test_online_read_returns_each_entitys_latest_values(store):
@@ -60,19 +75,64 @@ def test_unknown_entities_read_as_missing(store):
     assert row["age"] == [None] and row["genres"] == [None]
 
 
-def test_training_rows_never_see_a_rating_from_their_own_moment_or_later(tmp_path):
-    store = ingest.ingest(DATA, FeatureStoreConfig(), tmp_path, progress=None)
+def test_training_rows_never_see_a_rating_from_their_own_moment_or_later(tmp_path,
+                                                                        tables_dir):
+    store = ingested(FeatureStoreConfig(), tmp_path, tables_dir)
     labels = DATA.ratings.sample(300, random_state=1)
     entity_df = pd.DataFrame({"user_id": labels.user_id.to_numpy(),
                               "event_timestamp": pd.to_datetime(labels.timestamp.to_numpy(),
                                                                 unit="s", utc=True)})
     joined = store.get_historical_features(
         entity_df=entity_df, features=["user_activity:user_rating_count"]).to_df()
+    assert len(joined) == len(labels)  # first ratings too: nothing before them, not dropped
     for row in joined.itertuples():
         seconds = row.event_timestamp.timestamp()
         before = ((DATA.ratings.user_id == row.user_id)
                   & (DATA.ratings.timestamp < seconds)).sum()
         assert (0 if pd.isna(row.user_rating_count) else row.user_rating_count) == before
+
+
+def test_training_set_rows_hold_the_profile_as_of_each_label(tmp_path, tables_dir):
+    """A profile value stamped after a label never appears in that label's row."""
+    local_tables = tmp_path / "features" / "tables"
+    shutil.copytree(tables_dir, local_tables)
+    user = DATA.ratings.user_id.value_counts().index[0]
+    times = DATA.ratings[DATA.ratings.user_id == user].timestamp.sort_values()
+    changed_at = int(times.iloc[len(times) // 2])
+    old = DATA.users.set_index("user_id").occupation[user]
+    new = "librarian" if old != "librarian" else "writer"
+    profile = pd.read_parquet(local_tables / "user_profile")
+    update = profile[profile.user_id == user].assign(
+        occupation=new, event_timestamp=pd.Timestamp(changed_at, unit="s", tz="UTC"))
+    update.to_parquet(local_tables / "user_profile" / "update.parquet", index=False)
+    ingested(FeatureStoreConfig(), tmp_path, local_tables)
+
+    snapshot = training_set.build(FeatureStoreConfig(), tmp_path, progress=None)
+    span_dir = tmp_path / training_set.SETS_DIR / f"span-{snapshot['span']}"
+    rows = pd.read_parquet(span_dir / "ratings.parquet")
+    assert len(rows) == snapshot["rows"] == len(DATA.ratings)
+    mine = rows[rows.user_id == user]
+    assert set(mine[mine.timestamp < changed_at].occupation) == {old}
+    assert set(mine[mine.timestamp >= changed_at].occupation) == {new}
+    assert snapshot["span"] == DATA.ratings.timestamp.max()
+    assert json.loads((span_dir / "snapshot.json").read_text()) == snapshot
+
+
+def test_the_same_data_gives_the_same_snapshot_hash_and_new_data_a_new_one(tmp_path,
+                                                                           tables_dir):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for workdir in (first, second):
+        shutil.copytree(tables_dir, workdir / "features" / "tables")
+        ingested(FeatureStoreConfig(), workdir, workdir / "features" / "tables")
+    one = training_set.build(FeatureStoreConfig(), first, progress=None)
+    assert training_set.build(FeatureStoreConfig(), second, progress=None) == one
+    later = DATA.ratings.iloc[:1].assign(timestamp=int(DATA.ratings.timestamp.max()) + 60)
+    ingest.run_batch_job(second, Dataset(DATA.users, DATA.items,
+                                  pd.concat([DATA.ratings, later]), "one rating later"))
+    ingested(FeatureStoreConfig(), second, second / "features" / "tables")
+    newer = training_set.build(FeatureStoreConfig(), second, progress=None)
+    assert newer["span"] > one["span"] and newer["rows"] == one["rows"] + 1
+    assert newer["content_sha256"] != one["content_sha256"]
 
 
 def test_a_later_run_brings_new_ratings_and_new_users_online(tmp_path):
@@ -82,26 +142,20 @@ def test_a_later_run_brings_new_ratings_and_new_users_online(tmp_path):
                     DATA.ratings[(DATA.ratings.timestamp <= cut)
                                  & (DATA.ratings.user_id != DATA.users.user_id.iloc[-1])],
                     "early half")
-    store = ingest.ingest(early, FeatureStoreConfig(), tmp_path, progress=None)
+    ingest.run_batch_job(tmp_path, early)
+    store = ingest.ingest(FeatureStoreConfig(), tmp_path, progress=None)
     user = DATA.ratings[DATA.ratings.timestamp > cut].user_id.iloc[0]
     count = lambda s: s.get_online_features(  # noqa: E731
         features=["user_activity:user_rating_count"],
         entity_rows=[{"user_id": user}]).to_dict()["user_rating_count"][0] or 0
     before = count(store)
     newcomer = DATA.users.user_id.iloc[-1]
-    store = ingest.ingest(DATA, FeatureStoreConfig(), tmp_path, progress=None)
+    ingest.run_batch_job(tmp_path, DATA)
+    store = ingest.ingest(FeatureStoreConfig(), tmp_path, progress=None)
     assert count(store) == (DATA.ratings.user_id == user).sum() > before
     profile = store.get_online_features(features=["user_profile:age"],
                                         entity_rows=[{"user_id": newcomer}]).to_dict()
     assert profile["age"] == [DATA.users.age.iloc[-1]]
-
-
-def test_activity_tables_stamp_each_value_after_the_ratings_it_counts():
-    activity = tables.user_activity(DATA)
-    first = activity.sort_values(tables.TIMESTAMP).groupby("user_id").first()
-    earliest = DATA.ratings.groupby("user_id").timestamp.min()
-    stamps = first[tables.TIMESTAMP].map(lambda t: t.timestamp())
-    assert (stamps > earliest.loc[first.index]).all()
 
 
 def test_local_and_production_configs_pass_the_schema_and_mistakes_are_named(tmp_path):
@@ -119,11 +173,11 @@ def test_local_and_production_configs_pass_the_schema_and_mistakes_are_named(tmp
         config_lib.load(FeatureStoreConfig, bad)
 
 
-def test_redis_stopped_mid_run_fails_fast_with_a_connection_error(tmp_path):
+def test_redis_stopped_mid_run_fails_fast_with_a_connection_error(tmp_path, tables_dir):
     address, process = start_redis()
     try:
         config = online_config("redis", address)
-        store = ingest.ingest(DATA, config, tmp_path, progress=None)
+        store = ingested(config, tmp_path, tables_dir)
         rows = [{"user_id": DATA.users.user_id.iloc[0]}]
         assert store.get_online_features(features=["user_profile:age"],
                                          entity_rows=rows).to_dict()["age"][0] is not None
@@ -136,8 +190,8 @@ def test_redis_stopped_mid_run_fails_fast_with_a_connection_error(tmp_path):
     assert time.monotonic() - started < 0.5  # the services' fallback can count on it
 
 
-def test_feature_client_reads_typed_rows_and_defaults_missing_ones(tmp_path):
-    ingest.ingest(DATA, FeatureStoreConfig(), tmp_path, progress=None)
+def test_feature_client_reads_typed_rows_and_defaults_missing_ones(tmp_path, tables_dir):
+    ingested(FeatureStoreConfig(), tmp_path, tables_dir)
     client = open_feast(ROOT / "pipelines/features/local.yaml", tmp_path / "features")
     user, item = DATA.users.iloc[3], DATA.items.iloc[5]
     query = asyncio.run(client.query_features(user.user_id))
@@ -152,11 +206,11 @@ def test_feature_client_reads_typed_rows_and_defaults_missing_ones(tmp_path):
     assert ranking.items["item_id"] == [item.item_id, "ghost"] and not ranking.degraded
 
 
-def test_cached_item_features_survive_a_redis_outage(tmp_path):
+def test_cached_item_features_survive_a_redis_outage(tmp_path, tables_dir):
     address, process = start_redis()
     try:
         config = online_config("redis", address)
-        ingest.ingest(DATA, config, tmp_path, progress=None)
+        ingested(config, tmp_path, tables_dir)
         config_file = tmp_path / "redis.yaml"
         config_file.write_text(f"online_store: {{type: redis, connection_string: "
                                f"'{address}'}}\n")

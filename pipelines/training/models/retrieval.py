@@ -8,10 +8,10 @@ graph, so TF Serving loads it.
 """
 from __future__ import annotations
 
-import csv
-import os
+import io
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
@@ -57,11 +57,11 @@ class TwoTower(tfrs.Model):
                          compute_metrics=not training)
 
 
-def read_catalog(catalog_dir: str) -> dict[str, list]:
-    """Raw item features of every catalog item, typed by the feature spec."""
-    with tf.io.gfile.GFile(os.path.join(catalog_dir, "items.csv")) as f:
-        rows = list(csv.DictReader(f))
-    return {name: [feature_spec.coerce(name, row[name]) for row in rows]
+def read_catalog(items_file: str) -> dict[str, list]:
+    """Raw item features of every catalog item (the training set's items.parquet)."""
+    with tf.io.gfile.GFile(items_file, "rb") as f:  # GFile: also gs:// and s3://
+        items = pd.read_parquet(io.BytesIO(f.read()))
+    return {name: [feature_spec.coerce(name, v) for v in items[name]]
             for name in CANDIDATE_FEATURES}
 
 
@@ -114,6 +114,6 @@ def run_fn(fn_args) -> None:
     model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
               validation_data=evaluation.take(fn_args.eval_steps), verbose=2)
 
-    catalog = read_catalog(fn_args.custom_config["catalog_dir"])
+    catalog = read_catalog(fn_args.custom_config["catalog"])
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
     tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())
