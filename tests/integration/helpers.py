@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from services.router.experiments import ExperimentConfig
 from libs import config as config_lib
 from tests.conftest import ROOT
+from tools.stack import free_port, service_env
 
 
 def rated_items(workdir: Path, user_id: str) -> set[str]:
@@ -27,3 +32,46 @@ def user_in_arm(arm: str, users=range(1, 301)) -> str:
 def newest_version(workdir: Path, model: str) -> int:
     return max(int(p.name) for p in (workdir / "model_repo" / model).iterdir()
                if p.name.isdigit())
+
+
+class WorkerProcess:
+    """The stream worker (pipelines/features/stream.py) as a process of its own."""
+
+    def __init__(self, workdir, redis_address, config_file):
+        self.metrics_port = free_port()
+        self.stream = f"events-{workdir.name}"
+        self.command = [sys.executable, "-m", "pipelines.features.stream",
+                        "--set", f"redis={redis_address}", "--set", f"stream={self.stream}",
+                        "--set", f"workdir={workdir}", "--set", "block_ms=100",
+                        "--set", f"feature_store_config={config_file}",
+                        "--set", f"metrics_port={self.metrics_port}"]
+        self.log = workdir / "stream.log"
+        self.process = None
+
+    def start(self):
+        with open(self.log, "ab") as log_file:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=service_env(),
+                                            stdout=log_file, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+    def metric(self, outcome: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                      timeout=5).read().decode()
+        line = f'recsys_stream_events_total{{outcome="{outcome}"}} '
+        return next(float(row[len(line):]) for row in text.splitlines()
+                    if row.startswith(line))
+
+
+def wait_for(check, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("not seen in time")

@@ -1,5 +1,8 @@
-"""The services read features from Feast; a feature store outage degrades, never fails."""
+"""The services read features from Feast; a feature store outage degrades, never fails;
+a rating streamed in changes what the user is recommended."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -8,7 +11,8 @@ from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.features import ingest
 from recsys.v1 import recommend_pb2
 from tests.conftest import start_redis
-from tests.integration.helpers import user_in_arm
+from pipelines.features import stream
+from tests.integration.helpers import WorkerProcess, user_in_arm, wait_for
 from tools import build_manifest
 
 Request = recommend_pb2.RecommendRequest
@@ -40,7 +44,8 @@ def services_on_redis(trained, stack, tmp_path):
             stack.extra[name] = saved[name] + [f"feature_store_config={config_file}",
                                                f"feature_store_dir={tmp_path / 'features'}"]
         restart()
-        yield redis_process
+        yield SimpleNamespace(process=redis_process, address=address,
+                              config_file=config_file, workdir=tmp_path)
     finally:
         if redis_process.poll() is None:
             redis_process.terminate()
@@ -61,8 +66,24 @@ def test_redis_stopped_mid_run_degrades_to_defaults_without_errors(services_on_r
     user = user_in_arm("two_stage")
     before = recommend.Recommend(Request(user_id=user, num_results=5), timeout=10)
     assert not before.fallback and not before.features_degraded
-    services_on_redis.terminate()
-    services_on_redis.wait(10)
+    services_on_redis.process.terminate()
+    services_on_redis.process.wait(10)
     after = recommend.Recommend(Request(user_id=user, num_results=5), timeout=10)
     assert after.features_degraded, "a feature store outage must be flagged"
     assert len(after.items) == 5 and after.model_versions.ranking > 0
+
+
+def test_a_streamed_rating_leaves_the_users_recommendations_within_seconds(
+        services_on_redis, recommend):
+    redis = services_on_redis
+    user = user_in_arm("two_stage")
+    recommended = lambda: [i.item_id for i in recommend.Recommend(  # noqa: E731
+        Request(user_id=user, num_results=10), timeout=10).items]
+    top = recommended()[0]
+    worker = WorkerProcess(redis.workdir, redis.address, redis.config_file).start()
+    try:
+        stream.publish(stream.redis_client(redis.address), worker.stream, user, top, 5)
+        # the candidate service excludes what the user has rated (Feast's query features)
+        wait_for(lambda: top not in recommended(), seconds=30)
+    finally:
+        worker.stop()
