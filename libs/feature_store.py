@@ -149,6 +149,29 @@ class _ItemCache:
             self._rows[item_id] = (now + self.ttl, row)
 
 
+def _python(value):
+    """One Feast Value proto -> a Python value; None when unset."""
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    found = getattr(value, kind)
+    return list(found.val) if kind.endswith("_list_val") else found
+
+
+class _Columns:
+    """An online read's values, converted from Feast's proto only where asked: its
+    to_dict converts every value of every row (the user's too, once per candidate),
+    a millisecond at a hundred candidates."""
+
+    def __init__(self, response):
+        proto = response.proto
+        self._results = proto.results
+        self._index = {n: i for i, n in enumerate(proto.metadata.feature_names.val)}
+
+    def value(self, name: str, row: int):
+        return _python(self._results[self._index[name]].values[row])
+
+
 class FeastFeatures(PopularItems):
     def __init__(self, store, popular: list[tuple[str, float]], num_items: int,
                  item_cache_seconds: float = 60.0):
@@ -157,17 +180,19 @@ class FeastFeatures(PopularItems):
         self.num_items = num_items
         self.item_cache = _ItemCache(item_cache_seconds)
         self._query = store.get_feature_service(QUERY_SERVICE)
+        # the model's inputs only: every extra column costs a conversion per candidate
         refs: dict[str, list[str]] = {"user": [], "item": []}
         for projection in store.get_feature_service(RANKING_SERVICE).feature_view_projections:
             entity = store.get_feature_view(projection.name).entities[0]
-            refs[entity] += [f"{projection.name}:{f.name}" for f in projection.features]
+            refs[entity] += [f"{projection.name}:{f.name}" for f in projection.features
+                             if f.name in feature_spec.BY_NAME]
         self._user_refs, self._item_refs = refs["user"], refs["item"]
 
-    async def _read(self, features, rows: list[dict]) -> dict | None:
+    async def _read(self, features, rows: list[dict]) -> _Columns | None:
         try:
             response = await asyncio.to_thread(self.store.get_online_features,
                                                features=features, entity_rows=rows)
-            return response.to_dict()
+            return _Columns(response)
         except Exception as err:  # any store failure: defaults, flagged, counted
             DEGRADED.inc()
             log.event(logger, "feature store read failed; using defaults", logging.WARNING,
@@ -175,8 +200,9 @@ class FeastFeatures(PopularItems):
             return None
 
     @staticmethod
-    def _user(columns: dict, row: int, user_id: str) -> dict | None:
-        values = {n: columns[n][row] for n in feature_spec.USER_FEATURES if n != "user_id"}
+    def _user(columns: _Columns, row: int, user_id: str) -> dict | None:
+        values = {n: columns.value(n, row) for n in feature_spec.USER_FEATURES
+                  if n != "user_id"}
         if all(v is None for v in values.values()):
             return None
         return {**default_user(user_id),
@@ -197,7 +223,7 @@ class FeastFeatures(PopularItems):
         user = self._user(columns, 0, user_id)
         if user is None:
             MISSING.labels("user").inc()
-        return QueryFeatures(user, set(columns["rated_items"][0] or ()))
+        return QueryFeatures(user, set(columns.value("rated_items", 0) or ()))
 
     async def _ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
         """One read: the user and the items not in the cache."""
@@ -222,7 +248,7 @@ class FeastFeatures(PopularItems):
             MISSING.labels("user").inc()
         names = [n for n in feature_spec.ITEM_FEATURES if n != "item_id"]
         for row_number, item_id in enumerate(missing):
-            row = {n: columns[n][row_number] for n in names}
+            row = {n: columns.value(n, row_number) for n in names}
             known[item_id] = None if all(v is None for v in row.values()) else row
             self.item_cache.put(item_id, known[item_id], now)
         return RankingFeatures(user or default_user(user_id),

@@ -1,13 +1,11 @@
-"""Which data a job trains or ingests: MovieLens when present or named, else generated."""
+"""Which data lands for the feature job: MovieLens when present or named, else generated."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
 from pipelines.data import movielens, synthetic
-from pipelines.data.dataset import DataError, Dataset
+from pipelines.data.dataset import Dataset
 
 
 def load(data_dir: str = "", synthetic_data: bool = False, users: int = 943,
@@ -19,23 +17,6 @@ def load(data_dir: str = "", synthetic_data: bool = False, users: int = 943,
     if movielens.default_dir():
         return movielens.load(movielens.default_dir())
     return synthetic.generate(users, items, ratings, seed)
-
-
-def from_catalog(catalog_dir: str | Path) -> Dataset:
-    """The tables data preparation wrote (what the models were trained on)."""
-    directory = Path(catalog_dir)
-    try:
-        read = {name: pd.read_csv(directory / f"{name}.csv", dtype=str, keep_default_na=False)
-                for name in ("users", "items", "ratings")}
-    except FileNotFoundError as err:
-        raise DataError(f"{err.filename}: not found; run the training pipeline first") from None
-    users, items, ratings = read["users"], read["items"], read["ratings"]
-    return Dataset(
-        users=users.assign(age=users.age.astype("int64")),
-        items=items.assign(release_year=items.release_year.astype("int64")),
-        ratings=ratings.assign(rating=ratings.rating.astype("float64"),
-                               timestamp=ratings.timestamp.astype("int64")),
-        source=str(directory)).check()
 
 
 def land(data: Dataset, raw_dir: str | Path) -> None:

@@ -8,6 +8,8 @@ On generated data (`--ratings`), in one process so the figures compare:
   materialization  into SQLite and into a real redis-server on a free loopback port
   online reads     1 user + 100 items, Feast's get_online_features, both stores
   training sets    get_historical_features (DuckDB offline store) for `--rows` label rows
+  streaming        the stream worker against the Redis store: event published -> visible
+                   in the online store (one probe at a time), and a backlog's drain rate
 Through the ranking service (needs `make train` in --workdir): the model server and the
 ranking service start on free ports with their features in Redis; Rank calls with 100
 candidates; the service's own feature-read histogram gives what it waited for features
@@ -26,7 +28,7 @@ import pandas as pd
 
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.data import synthetic
-from pipelines.features import ingest
+from pipelines.features import ingest, tables
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET_MS = 5.0
@@ -76,7 +78,10 @@ def offline_store_benchmarks(args, redis_address: str) -> dict:
                                 "rows_per_second": round(rows_in / report["seconds"])}
         print(f"batch job (Beam): {results['batch_job']}", flush=True)
         tables_dir = workdir / "features" / "tables"
-        feature_rows = sum(len(pd.read_parquet(p)) for p in tables_dir.glob("*/*.parquet"))
+        views = [p for p in tables_dir.iterdir() if p.name in tables.NAMES]
+        table_rows = sum(len(pd.read_parquet(p)) for p in views)
+        # materialization writes each entity's latest row per view
+        online_rows = sum(pd.read_parquet(p).iloc[:, 0].nunique() for p in views)
         for kind, config in (("sqlite", FeatureStoreConfig()),
                              ("redis", FeatureStoreConfig(online_store=OnlineStore(
                                  type="redis", connection_string=redis_address)))):
@@ -85,15 +90,76 @@ def offline_store_benchmarks(args, redis_address: str) -> dict:
                                   progress=None)
             seconds = time.perf_counter() - start
             results[kind] = {"materialize_seconds": round(seconds, 1),
-                             "feature_rows_per_second": round(feature_rows / seconds),
+                             "table_rows_read_per_second": round(table_rows / seconds),
+                             "online_rows_written_per_second": round(online_rows / seconds),
                              "online_1_user_100_items": online_reads(store, users, items,
                                                                      args.reads)}
             print(f"{kind}: {results[kind]}", flush=True)
+        results["stream"] = stream_freshness(workdir / "redis", redis_address, users, items,
+                                             probes=min(args.reads, 200))
+        print(f"stream worker: {results['stream']}", flush=True)
         labels = pd.read_parquet(tables_dir / "ratings")
         results["historical_seconds"] = {str(n): historical(store, labels, n)
                                          for n in args.rows}
         print(f"get_historical_features: {results['historical_seconds']}", flush=True)
     return results
+
+
+def stream_freshness(workdir: Path, redis_address: str, users, items, probes: int,
+                     backlog: int = 20_000) -> dict:
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipelines.features import stream
+    from tools.stack import service_env
+
+    config_file = workdir / "store.yaml"
+    config_file.write_text(yaml.safe_dump({"online_store": {
+        "type": "redis", "connection_string": redis_address}}))
+    store = ingest.open_store(FeatureStoreConfig(online_store=OnlineStore(
+        type="redis", connection_string=redis_address)), workdir / "features")
+    client = stream.redis_client(redis_address)
+    name = "benchmark:events"
+    client.delete(name)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.features.stream", "--set", f"redis={redis_address}",
+         "--set", f"stream={name}", "--set", f"workdir={workdir}", "--set", "block_ms=50",
+         "--set", f"feature_store_config={config_file}", "--set", "metrics_port=0",
+         "--set", "log_level=WARNING"], cwd=ROOT, env=service_env())
+    rng = np.random.default_rng(2)
+    count = lambda user: store.get_online_features(  # noqa: E731
+        features=["user_activity:user_rating_count"],
+        entity_rows=[{"user_id": user}]).to_dict()["user_rating_count"][0] or 0
+    try:
+        latencies = []
+        for i in range(probes + 5):
+            user = str(users[rng.integers(len(users))])
+            before = count(user)
+            start = time.perf_counter()
+            stream.publish(client, name, user, str(items[rng.integers(len(items))]), 3)
+            while count(user) == before:
+                if time.perf_counter() - start > 30:
+                    raise SystemExit("error: the stream worker applied nothing in 30 s")
+                time.sleep(0.002)
+            if i >= 5:  # the first ones open the worker's connections
+                latencies.append((time.perf_counter() - start) * 1000)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(backlog):
+            pipe.xadd(name, {"user_id": str(users[rng.integers(len(users))]),
+                             "item_id": str(items[rng.integers(len(items))]), "rating": 4})
+        start = time.perf_counter()
+        pipe.execute()
+        while client.xpending(name, "feature-updater")["pending"] or client.xinfo_groups(
+                name)[0]["last-delivered-id"] != client.xinfo_stream(name)["last-entry"][0]:
+            time.sleep(0.05)
+        drain = time.perf_counter() - start
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    return {"event_to_online": percentiles(latencies),
+            "backlog_events": backlog, "backlog_events_per_second": round(backlog / drain)}
 
 
 def _histogram(metrics_url: str, name: str, labels: dict) -> list[tuple[float, float]]:

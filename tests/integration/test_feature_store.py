@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from libs import config as config_lib
+from libs import feature_spec
 from pipelines.data import synthetic
 from pipelines.data.dataset import Dataset
 from libs.feature_store import default_user, open_feast
@@ -225,3 +226,20 @@ def test_cached_item_features_survive_a_redis_outage(tmp_path, tables_dir):
     assert second.degraded and second.user == default_user(user)
     assert second.items["genres"][:5] == first.items["genres"]  # from the cache
     assert second.items["genres"][5] == "unknown"
+
+
+def test_training_rows_and_serving_reads_give_the_model_the_same_inputs(tmp_path,
+                                                                        tables_dir):
+    """The offline path (training set) and the online path (the services' client) agree
+    on every model input of the same user and item."""
+    ingested(FeatureStoreConfig(), tmp_path, tables_dir)
+    snapshot = training_set.build(FeatureStoreConfig(), tmp_path, progress=None)
+    rows = pd.read_parquet(tmp_path / training_set.SETS_DIR / f"span-{snapshot['span']}"
+                           / "ratings.parquet").tail(20)
+    client = open_feast(ROOT / "pipelines/features/local.yaml", tmp_path / "features",
+                        item_cache_seconds=0)
+    for row in rows.itertuples():
+        online = asyncio.run(client.ranking_features(row.user_id, [row.item_id]))
+        assert online.user == {n: getattr(row, n) for n in feature_spec.USER_FEATURES}
+        assert {n: values[0] for n, values in online.items.items()} == {
+            n: getattr(row, n) for n in feature_spec.ITEM_FEATURES}
