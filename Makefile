@@ -56,8 +56,9 @@ loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), print
 	@test -f $(WORKDIR)/features/serving_summary.json || $(MAKE) features
 	$(SERVING_PY) -m load_tests.run --workdir $(WORKDIR)
 
-bench-features: setup  ## Feast benchmark: online reads (SQLite, Redis), training sets, materialization
-	$(SERVING_PY) -m pipelines.features.benchmark
+bench-features: setup  ## feature store benchmark: batch job, materialization, reads (in process and via ranking), training sets, stream
+	@test -n "$$(ls $(WORKDIR)/model_repo/ranking/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
+	$(SERVING_PY) -m pipelines.features.benchmark --workdir $(WORKDIR)
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports

@@ -72,10 +72,11 @@ def join(store, labels: pd.DataFrame) -> pd.DataFrame:
                                            kind="stable", ignore_index=True)
 
 
-def build(config: FeatureStoreConfig, workdir: str | Path, progress=print) -> dict:
+def build(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Path = "",
+          progress=print) -> dict:
     progress = progress or (lambda _message: None)
     workdir = Path(workdir)
-    tables_dir = workdir / "features" / "tables"
+    tables_dir = Path(tables_dir) if tables_dir else workdir / "features" / "tables"
     start = time.monotonic()
     store = ingest.open_store(config, workdir / "features")
     labels = pd.read_parquet(tables_dir / "ratings")

@@ -233,7 +233,7 @@ def test_training_rows_and_serving_reads_give_the_model_the_same_inputs(tmp_path
     """The offline path (training set) and the online path (the services' client) agree
     on every model input of the same user and item."""
     ingested(FeatureStoreConfig(), tmp_path, tables_dir)
-    snapshot = training_set.build(FeatureStoreConfig(), tmp_path, progress=None)
+    snapshot = training_set.build(FeatureStoreConfig(), tmp_path, tables_dir, progress=None)
     rows = pd.read_parquet(tmp_path / training_set.SETS_DIR / f"span-{snapshot['span']}"
                            / "ratings.parquet").tail(20)
     client = open_feast(ROOT / "pipelines/features/local.yaml", tmp_path / "features",
