@@ -33,12 +33,15 @@ def _schemas():
     strings = pa.list_(pa.string())
     fields = {
         "user_profile": [("user_id", pa.string()), ("age", pa.int64()),
-                         ("gender", pa.string()), ("occupation", pa.string()),
-                         ("zip_region", pa.string()), ts],
+                         ("age_group", pa.string()), ("gender", pa.string()),
+                         ("occupation", pa.string()), ("zip_region", pa.string()), ts],
         "item_profile": [("item_id", pa.string()), ("title", pa.string()),
-                         ("genres", pa.string()), ("release_year", pa.int64()), ts],
+                         ("title_tokens", strings), ("genres", pa.string()),
+                         ("release_year", pa.int64()), ts],
         "user_activity": [("user_id", pa.string()), ("user_rating_count", pa.int64()),
-                          ("user_mean_rating", pa.float32()), ("recent_items", strings), ts],
+                          ("user_mean_rating", pa.float32()),
+                          ("genre_affinity", pa.list_(pa.float32())),
+                          ("recent_items", strings), ts],
         "item_popularity": [("item_id", pa.string()), ("item_rating_count", pa.int64()),
                             ("item_mean_rating", pa.float32()),
                             ("item_rating_count_30d", pa.int64()), ts],
@@ -128,20 +131,20 @@ def build(pipeline, files: dict[str, list[str]], out: Path) -> None:
     items = read("items", ITEM_COLUMNS, tables.parse_item, "item_id")
     ratings = read("ratings", RATING_COLUMNS, tables.parse_rating)
 
-    def known(rating, user_ids, item_ids):
-        for field, ids in (("user_id", user_ids), ("item_id", item_ids)):
+    def known(rating, user_ids, item_genres):
+        """Ratings of known users and items, each with its item's genres."""
+        for field, ids in (("user_id", user_ids), ("item_id", item_genres)):
             if rating[field] not in ids:
                 yield quarantine("ratings", field, f"unknown {field} {rating[field]!r}",
                                  "", json.dumps(rating))
                 return
-        yield rating
+        yield {**rating, "genres": item_genres[rating["item_id"]]}
 
-    as_keys = lambda name, key: beam.pvalue.AsDict(  # noqa: E731
-        (users if key == "user_id" else items) | f"{name}Keys" >> beam.Map(
-            lambda r: (r[key], True)))
-    checked = (ratings | "KnownEntities" >> beam.FlatMap(
-        known, as_keys("User", "user_id"), as_keys("Item", "item_id"))
-        .with_outputs("quarantine", main="rows"))
+    user_ids = beam.pvalue.AsDict(users | "UserKeys" >> beam.Map(lambda r: (r["user_id"], 1)))
+    item_genres = beam.pvalue.AsDict(
+        items | "ItemGenres" >> beam.Map(lambda r: (r["item_id"], r["genres"])))
+    checked = (ratings | "KnownEntities" >> beam.FlatMap(known, user_ids, item_genres)
+               .with_outputs("quarantine", main="rows"))
     quarantined.append(checked.quarantine)
     ratings = checked.rows
 

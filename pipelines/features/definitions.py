@@ -47,17 +47,21 @@ def definitions(tables_dir: str | Path) -> dict:
     tables_dir = Path(tables_dir).resolve()
     user_profile = FeatureView(
         name="user_profile", entities=[user], ttl=NO_TTL,
-        schema=_spec_fields(feature_spec.USER_FEATURES) + [Field(name="zip_region",
-                                                                 dtype=String)],
+        schema=_spec_fields(feature_spec.USER_FEATURES) + [
+            Field(name="age_group", dtype=String), Field(name="zip_region", dtype=String)],
         source=_source(tables_dir, "user_profile"))
     item_profile = FeatureView(
         name="item_profile", entities=[item], ttl=NO_TTL,
-        schema=_spec_fields(feature_spec.ITEM_FEATURES) + [Field(name="title", dtype=String)],
+        schema=_spec_fields(feature_spec.ITEM_FEATURES) + [
+            Field(name="title", dtype=String), Field(name="title_tokens", dtype=Array(String))],
         source=_source(tables_dir, "item_profile"))
     user_activity = FeatureView(
         name="user_activity", entities=[user], ttl=NO_TTL,
         schema=[Field(name="user_rating_count", dtype=Int64),
                 Field(name="user_mean_rating", dtype=Float32),
+                Field(name="genre_affinity", dtype=Array(Float32),
+                      description="share of the user's ratings in each genre, in the "
+                                  "order of feature_spec.GENRES"),
                 Field(name="recent_items", dtype=Array(String))],
         source=_source(tables_dir, "user_activity", push=True))
     item_popularity = FeatureView(

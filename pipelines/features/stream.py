@@ -101,7 +101,7 @@ class Updater:
         refs = {view: [f"{view}:{f.name}" for f in store.get_feature_view(view).features]
                 for view in ("user_activity", "user_rated_items", "item_popularity")}
         self.user_refs = refs["user_activity"] + refs["user_rated_items"] + ["user_profile:age"]
-        self.item_refs = refs["item_popularity"] + ["item_profile:release_year"]
+        self.item_refs = refs["item_popularity"] + ["item_profile:genres"]
 
     def _parse(self, entries: list[tuple[str, dict]]) -> tuple[list[dict], list[dict]]:
         good, bad = [], []
@@ -130,13 +130,13 @@ class Updater:
         known = []
         for event in events:  # the batch job refuses unknown entities; so does the stream
             for key, found, probe in (("user_id", users, "age"),
-                                      ("item_id", items, "release_year")):
+                                      ("item_id", items, "genres")):
                 if found[event[key]][probe] is None:
                     bad.append({"entry_id": event["entry_id"], "event": event, "field": key,
                                 "reason": f"unknown {key} {event[key]!r}"})
                     break
             else:
-                known.append(event)
+                known.append({**event, "genres": items[event["item_id"]]["genres"]})
         known.sort(key=lambda e: (e["timestamp"], e["item_id"]))
         activity, rated, popularity = {}, {}, {}
         for event in known:

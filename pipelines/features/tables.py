@@ -5,8 +5,9 @@ stream worker (`stream.py`) applies the same update to one new event, so batch a
 streaming compute a feature the same way. Each value is stamped with the moment it
 became true, so a point-in-time join never sees the future:
   user_profile     one row per user, holding from the epoch (profiles are static)
-  item_profile     one row per item, likewise
-  user_activity    after each rating: the user's count, mean and recent items so far,
+  item_profile     one row per item, likewise, with its title's words
+  user_activity    after each rating: the user's count, mean, genre affinity (share of
+                   their ratings in each of the spec's genres) and recent items so far,
                    stamped one second after it (a label never sees itself)
   item_popularity  after each rating: the item's count and mean so far and its count
                    over the trailing window, stamped likewise
@@ -17,6 +18,7 @@ Pure Python: both environments import it.
 from __future__ import annotations
 
 import collections
+import re
 from datetime import datetime, timezone
 
 from libs import feature_spec
@@ -30,6 +32,7 @@ SNAPSHOTS = ("user_profile", "item_profile")
 NAMES = ("user_profile", "item_profile", "user_activity", "item_popularity",
          "user_rated_items")
 WINDOW_COUNT = f"item_rating_count_{POPULARITY_WINDOW_DAYS}d"
+GENRE_INDEX = {genre: i for i, genre in enumerate(feature_spec.GENRES)}
 
 
 class RowError(ValueError):
@@ -95,14 +98,32 @@ def parse_rating(fields: dict) -> dict:
             "rating": rating, "timestamp": _int(fields, "timestamp", 0, 2**40)}
 
 
+def age_group(age: int) -> str:
+    """The spec's age buckets as labels: "<18", "18-24", ..., "56+"."""
+    bounds = feature_spec.AGE_BOUNDARIES
+    if age < bounds[0]:
+        return f"<{bounds[0]}"
+    for low, high in zip(bounds, bounds[1:]):
+        if age < high:
+            return f"{low}-{high - 1}"
+    return f"{bounds[-1]}+"
+
+
 def user_profile_row(user: dict) -> dict:
-    return {"user_id": user["user_id"], "age": user["age"], "gender": user["gender"],
-            "occupation": user["occupation"], "zip_region": user["zip_code"][:1],
-            TIMESTAMP: EPOCH}
+    return {"user_id": user["user_id"], "age": user["age"], "age_group": age_group(user["age"]),
+            "gender": user["gender"], "occupation": user["occupation"],
+            "zip_region": user["zip_code"][:1], TIMESTAMP: EPOCH}
+
+
+def title_tokens(title: str) -> list[str]:
+    """Lower-case words of a title, without the "(1995)" year MovieLens appends."""
+    words = re.findall(r"[a-z0-9']+", re.sub(r"\(\d{4}\)\s*$", "", title.lower()))
+    return [w for w in words if w not in ("the", "a", "an")]
 
 
 def item_profile_row(item: dict) -> dict:
-    return {"item_id": item["item_id"], "title": item["title"], "genres": item["genres"],
+    return {"item_id": item["item_id"], "title": item["title"],
+            "title_tokens": title_tokens(item["title"]), "genres": item["genres"],
             "release_year": item["release_year"], TIMESTAMP: EPOCH}
 
 
@@ -117,12 +138,19 @@ def _in_order(ratings) -> list[dict]:
 
 
 def next_user_activity(previous: dict | None, rating: dict) -> dict:
+    """`rating` carries its item's `genres`."""
     count = (previous["user_rating_count"] if previous else 0) + 1
     total = (previous["user_mean_rating"] * (count - 1) if previous else 0.0) + rating["rating"]
     recent = [rating["item_id"]] + list(previous["recent_items"] if previous else [])
+    # the shares are stored (float32); the counts behind them are whole numbers
+    genre_counts = [round(share * (count - 1)) for share in previous["genre_affinity"]] \
+        if previous else [0] * len(feature_spec.GENRES)
+    for genre in set(rating["genres"].split(feature_spec.GENRE_SEPARATOR)):
+        genre_counts[GENRE_INDEX[genre]] += 1
     return {"user_id": rating["user_id"], "user_rating_count": count,
-            "user_mean_rating": total / count, "recent_items": recent[:RECENT_ITEMS],
-            TIMESTAMP: stamp(rating["timestamp"] + 1)}
+            "user_mean_rating": total / count,
+            "genre_affinity": [n / count for n in genre_counts],
+            "recent_items": recent[:RECENT_ITEMS], TIMESTAMP: stamp(rating["timestamp"] + 1)}
 
 
 def _last_per_stamp(rows: list[dict]) -> list[dict]:

@@ -63,8 +63,8 @@ class WorkerProcess:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                       timeout=5).read().decode()
         line = f'recsys_stream_events_total{{outcome="{outcome}"}} '
-        return next(float(row[len(line):]) for row in text.splitlines()
-                    if row.startswith(line))
+        return next((float(row[len(line):]) for row in text.splitlines()
+                     if row.startswith(line)), 0.0)
 
 
 def wait_for(check, seconds: float = 20.0):

@@ -7,7 +7,8 @@ from pipelines.features import tables
 
 DATA = synthetic.generate(50, 80, 2000, seed=3)
 RATINGS = [{"user_id": r.user_id, "item_id": r.item_id, "rating": float(r.rating),
-            "timestamp": int(r.timestamp)} for r in DATA.ratings.itertuples()]
+            "timestamp": int(r.timestamp), "genres": r.genres}
+           for r in DATA.ratings.merge(DATA.items, on="item_id").itertuples()]
 
 
 def of_user(user_id):
@@ -22,10 +23,13 @@ def test_activity_is_stamped_after_the_ratings_it_counts():
             assert row["user_rating_count"] == len(counted)
             assert row["user_mean_rating"] == pytest.approx(
                 sum(r["rating"] for r in counted) / len(counted))
+            comedy = tables.GENRE_INDEX["Comedy"]
+            assert row["genre_affinity"][comedy] == pytest.approx(
+                sum("Comedy" in r["genres"].split("|") for r in counted) / len(counted))
 
 
 def test_ratings_in_the_same_second_give_one_row_that_includes_them_all():
-    base = {"user_id": "u", "rating": 4.0, "timestamp": 100}
+    base = {"user_id": "u", "rating": 4.0, "timestamp": 100, "genres": "Drama"}
     rows = tables.user_activity_rows([{**base, "item_id": "a"}, {**base, "item_id": "b"},
                                       {**base, "item_id": "c", "timestamp": 200}])
     assert [r["user_rating_count"] for r in rows] == [2, 3]
@@ -45,11 +49,19 @@ def test_one_event_at_a_time_equals_the_batch_fold():
 
 def test_popularity_window_counts_only_the_trailing_days():
     day = 86_400
-    ratings = [{"user_id": "u", "item_id": "i", "rating": 5.0, "timestamp": t * day}
+    ratings = [{"user_id": "u", "item_id": "i", "rating": 5.0, "timestamp": t * day,
+                "genres": "Drama"}
                for t in (0, 10, 20, 45)]
     rows = tables.item_popularity_rows(ratings)
     assert [r["item_rating_count"] for r in rows] == [1, 2, 3, 4]
     assert [r[tables.WINDOW_COUNT] for r in rows] == [1, 2, 3, 2]  # day 0 and 10 aged out
+
+
+def test_profile_rows_carry_age_groups_and_title_words():
+    assert [tables.age_group(a) for a in (7, 18, 24, 25, 55, 56, 90)] == [
+        "<18", "18-24", "18-24", "25-34", "50-55", "56+", "56+"]
+    assert tables.title_tokens("American President, The (1995)") == [
+        "american", "president"]
 
 
 @pytest.mark.parametrize("parser,fields,field", [
