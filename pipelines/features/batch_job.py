@@ -207,8 +207,9 @@ def run(raw_dir: Path, tables_dir: Path, beam_args: list[str] = (), progress=pri
     new.rename(tables_dir)
     shutil.rmtree(old, ignore_errors=True)
     bad = sum(counts["quarantined"].values())
-    progress(f"features: batch job read {counts['read']}, quarantined {bad} "
-             f"{counts['quarantined'] or ''} ({report['seconds']}s) -> {tables_dir}")
+    by_field = f" {counts['quarantined']}" if bad else ""
+    progress(f"features: batch job read {counts['read']}, quarantined {bad}{by_field} "
+             f"({report['seconds']}s) -> {tables_dir}")
     return report
 
 
