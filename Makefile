@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train features stream serve demo test lint test-unit test-training test-integration loadtest bench-features clean
+.PHONY: help setup protos train features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), print
 bench-features: setup  ## feature store benchmark: batch job, materialization, reads (in process and via ranking), training sets, stream
 	@test -n "$$(ls $(WORKDIR)/model_repo/ranking/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	$(SERVING_PY) -m pipelines.features.benchmark --workdir $(WORKDIR)
+
+bench-models: setup  ## model quality on the published MovieLens protocols vs baselines (table, curves, report)
+	@test -n "$$(ls $(WORKDIR)/data/training_sets 2>/dev/null)" || $(MAKE) features
+	$(SERVING_PY) -m pipelines.training.benchmark --workdir $(WORKDIR)/benchmark --training-set $(WORKDIR)/data/training_sets
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports

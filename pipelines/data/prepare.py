@@ -8,7 +8,12 @@ Output under `<out>/examples/span-<S>/`, which ImportExampleGen reads as span S:
   snapshot.json                       the training set's snapshot (span, content hash)
                                       plus the time cut-off, split sizes and a hash of
                                       the examples
-The split is by time: the earliest `train_fraction` of ratings train, the rest evaluate.
+Splits (`split_rows`), each with `train_fraction` of the ratings in train:
+  time      the earliest ratings train, the rest evaluate: production's protocol, the
+            model never sees the future
+  random    a seeded random share (the TensorFlow Recommenders tutorials' 80/20)
+  per_user  a seeded random share of each user's ratings (Microsoft Recommenders'
+            stratified 75/25: every evaluated user has history in train)
 """
 from __future__ import annotations
 
@@ -19,10 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
 from libs import feature_spec
 from pipelines.data.dataset import DataError
 
 COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
+SPLITS = ("time", "random", "per_user")
 
 
 def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
@@ -80,27 +88,47 @@ def read_training_set(directory: str | Path) -> tuple[dict, pd.DataFrame]:
     return snapshot, rows
 
 
-def prepare(training_set: str | Path, out: str | Path, train_fraction: float = 0.8,
-            progress=print) -> dict:
+def split_rows(rows: pd.DataFrame, split: str = "time", train_fraction: float = 0.8,
+               seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, eval), both in time order; see the module's docstring."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    rows = rows.sort_values(["timestamp", "user_id", "item_id"], kind="stable",
+                            ignore_index=True)
+    rng = np.random.default_rng(seed)
+    if split == "time":
+        in_train = rows.timestamp < int(rows.timestamp.quantile(train_fraction))
+    elif split == "random":
+        in_train = pd.Series(False, index=rows.index)
+        in_train[rng.permutation(len(rows))[:round(train_fraction * len(rows))]] = True
+    else:
+        position = (pd.Series(rng.random(len(rows)), index=rows.index)
+                    .groupby(rows.user_id).rank(method="first"))
+        size = rows.groupby("user_id").user_id.transform("size")
+        in_train = position <= (train_fraction * size).round()
+    train, evaluation = rows[in_train], rows[~in_train]
+    if train.empty or evaluation.empty:
+        raise ValueError(f"the {split} split left an empty train or eval set; "
+                         "use more ratings or another train_fraction")
+    return train, evaluation
+
+
+def prepare(training_set: str | Path, out: str | Path, train_fraction: float = 0.8,
+            split: str = "time", seed: int = 42, progress=print) -> dict:
     progress = progress or (lambda _message: None)
     snapshot, rows = read_training_set(training_set)
-    rows = rows.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
-    cutoff = int(rows.timestamp.quantile(train_fraction))
-    train, evaluation = rows[rows.timestamp < cutoff], rows[rows.timestamp >= cutoff]
-    if train.empty or evaluation.empty:
-        raise ValueError("the time split left an empty train or eval set; "
-                         "use more ratings or another train_fraction")
+    train, evaluation = split_rows(rows, split, train_fraction, seed)
     progress(f"prepare: span {snapshot['span']}: {len(train):,} train / "
-             f"{len(evaluation):,} eval ratings (time cut-off "
-             f"{pd.to_datetime(cutoff, unit='s')})")
+             f"{len(evaluation):,} eval ratings ({split} split)")
     span_dir = Path(out) / "examples" / f"span-{snapshot['span']}"
     shutil.rmtree(span_dir, ignore_errors=True)
     _write_examples(train, span_dir / "train" / "ratings.tfrecord", progress)
     _write_examples(evaluation, span_dir / "eval" / "ratings.tfrecord", progress)
     snapshot = {**snapshot, "training_set": str(Path(training_set).resolve()),
-                "time_cutoff": cutoff, "train_rows": len(train),
+                "split": split, "train_fraction": train_fraction, "split_seed": seed,
+                "train_rows": len(train),
                 "eval_rows": len(evaluation),
                 "examples_sha256": _content_hash(sorted(span_dir.rglob("*.tfrecord")))}
     (span_dir / "snapshot.json").write_text(json.dumps(snapshot, indent=2) + "\n")

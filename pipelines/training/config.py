@@ -12,7 +12,11 @@ class PipelineConfig:
     # a training set from the feature store (pipelines/features/training_set.py);
     # "" = the newest under <workdir>/data/training_sets
     training_set: str = ""
+    # how ratings split into train and eval (pipelines/data/prepare.py): time (the
+    # production protocol), random (80/20 as in the TFRS tutorials), per_user (75/25)
+    split: str = "time"
     train_fraction: float = 0.8
+    split_seed: int = 42
     retrieval_train_steps: int = 300
     ranking_train_steps: int = 150
     eval_steps: int = 20
@@ -20,6 +24,8 @@ class PipelineConfig:
     retrieval_min_accuracy: float = 0.05
     # the model must reach this share of the most-popular baseline's top-k accuracy
     retrieval_min_ratio_to_popularity: float = 0.9
+    # Recall@10 (per user, seen items removed) against most-popular's, same run
+    retrieval_min_recall_ratio_to_popularity: float = 0.8
     retrieval_accuracy_tolerance: float = 0.01
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01
@@ -32,6 +38,9 @@ class PipelineConfig:
                      "retrieval_k"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"field '{name}' must be positive, got {getattr(self, name)}")
+        if self.split not in ("time", "random", "per_user"):
+            raise ValueError(f"field 'split' must be time, random or per_user, "
+                             f"got {self.split!r}")
         if not 0 < self.train_fraction < 1:
             raise ValueError(f"field 'train_fraction' must be in (0, 1), "
                              f"got {self.train_fraction}")

@@ -107,6 +107,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         baseline_model=retrieval_baseline.outputs["model"],
         k=config.retrieval_k, min_accuracy=config.retrieval_min_accuracy,
         min_ratio_to_popularity=config.retrieval_min_ratio_to_popularity,
+        min_recall_ratio_to_popularity=config.retrieval_min_recall_ratio_to_popularity,
         tolerance=config.retrieval_accuracy_tolerance,
     ).with_id("retrieval_evaluator")
 

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         if not config.training_set:
             config.training_set = str(prepare.newest_training_set(config.training_sets_dir))
         snapshot = prepare.prepare(config.training_set, config.data_out,
-                                   config.train_fraction)
+                                   config.train_fraction, config.split, config.split_seed)
     except (config_lib.ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 a hash that identifies them."""
 import json
 
+import pandas as pd
 import pytest
 
 from pipelines.data import prepare, synthetic
@@ -35,11 +36,33 @@ def test_examples_land_in_their_span_with_a_reproducible_hash(tmp_path):
     assert other["examples_sha256"] != first["examples_sha256"]
 
 
-def test_eval_ratings_all_come_after_training_ratings(tmp_path):
-    data, _ = training_set(tmp_path / "set")
-    snapshot = prepare.prepare(tmp_path / "set", tmp_path / "out", progress=None)
-    times = data.ratings.timestamp
-    assert (times < snapshot["time_cutoff"]).sum() == snapshot["train_rows"]
+def split_of(split, fraction, seed=42):
+    data = synthetic.generate(100, 150, 3000, seed=5)
+    rows = data.ratings.merge(data.users, on="user_id").merge(data.items, on="item_id")
+    return prepare.split_rows(rows, split, fraction, seed)
+
+
+def test_time_split_evaluates_only_ratings_after_every_training_rating():
+    train, evaluation = split_of("time", 0.8)
+    assert train.timestamp.max() < evaluation.timestamp.min()
+    assert len(train) == 2400
+
+
+def test_random_split_is_seeded_and_keeps_the_fraction():
+    train, evaluation = split_of("random", 0.8)
+    again, _ = split_of("random", 0.8)
+    other, _ = split_of("random", 0.8, seed=7)
+    assert (len(train), len(evaluation)) == (2400, 600)
+    assert train.equals(again) and not train.equals(other)
+
+
+def test_per_user_split_keeps_each_users_share_in_train():
+    train, evaluation = split_of("per_user", 0.75)
+    per_user = train.groupby("user_id").size() / pd.concat([train, evaluation]).groupby(
+        "user_id").size()
+    assert per_user.between(0.6, 0.9).all()  # rounding on small histories
+    assert set(evaluation.user_id) <= set(train.user_id)
+    assert abs(len(train) / 3000 - 0.75) < 0.01
 
 
 def test_the_newest_span_is_found_and_a_missing_set_is_named(tmp_path):
@@ -48,5 +71,7 @@ def test_the_newest_span_is_found_and_a_missing_set_is_named(tmp_path):
     assert prepare.newest_training_set(tmp_path).name == "span-100"
     with pytest.raises(DataError, match="no training set"):
         prepare.newest_training_set(tmp_path / "empty")
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_of("by_moon", 0.8)
     with pytest.raises(DataError, match="not a training set"):
         prepare.prepare(tmp_path / "span-100", tmp_path / "out", progress=None)

@@ -1,12 +1,15 @@
-"""TFX component that gates the retrieval model on top-k accuracy.
+"""TFX component that gates the retrieval model on top-k accuracy and Recall@10.
 
 TFMA's Evaluator suits pointwise models (the ranking model uses it); a retrieval model is
-judged on whether the item a user rated next appears in the model's top k over the whole
-catalog. This component computes that on the eval split for the candidate model, the
-last blessed retrieval model and a most-popular baseline. It blesses the candidate only
-if it reaches `min_accuracy` and `min_ratio_to_popularity` times the baseline's accuracy,
-and is not worse than the last blessed model by more than `tolerance`. It writes the
-`blessed` / `current_model_id` properties the Evaluator writes, so the Pusher and the
+judged on whether the items a user rated appear in the model's top k over the whole
+catalog. This component computes, on the eval split (definitions in evaluation.py):
+top-k accuracy (seen items kept) and Recall@10 / NDCG@10 (per user, items rated in train
+removed), for the candidate model, the last blessed retrieval model and a most-popular
+baseline. It blesses the candidate only if its top-k accuracy reaches `min_accuracy` and
+`min_ratio_to_popularity` times the baseline's, its Recall@10 reaches
+`min_recall_ratio_to_popularity` times the baseline's, and neither is worse than the
+last blessed model's by more than `tolerance`. It writes the `blessed` /
+`current_model_id` properties the Evaluator writes, so the Pusher and the
 latest-blessed-model resolver work with it unchanged.
 """
 # No `from __future__ import annotations`: TFX reads these type hints at definition time.
@@ -19,6 +22,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from libs import feature_spec
+from pipelines.training import evaluation
 from pipelines.training.models.retrieval import QUERY_FEATURES
 from pipelines.training.models.inputs import DTYPES, raw_tensors
 
@@ -26,6 +30,7 @@ InputArtifact = tfx.dsl.components.InputArtifact
 OutputArtifact = tfx.dsl.components.OutputArtifact
 Parameter = tfx.dsl.components.Parameter
 BATCH = 2048
+CUTOFF = 10  # the k of Recall@k and NDCG@k
 
 
 def _read_split(examples, split: str, names: tuple[str, ...]) -> dict[str, list]:
@@ -40,20 +45,46 @@ def _read_split(examples, split: str, names: tuple[str, ...]) -> dict[str, list]
     return columns
 
 
-def top_k_accuracy(model_dir: str, columns: dict, k: int) -> float:
+def _top(serve, queries: dict, k: int) -> list[list]:
+    out = []
+    for lo in range(0, len(queries["user_id"]), BATCH):
+        inputs = raw_tensors({n: queries[n][lo:lo + BATCH] for n in QUERY_FEATURES})
+        out.extend(serve(k=tf.constant(k), **inputs)["item_ids"].numpy().tolist())
+    return out
+
+
+def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dict:
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    hits, total = 0, len(columns["item_id"])
-    for lo in range(0, total, BATCH):
-        inputs = raw_tensors({n: columns[n][lo:lo + BATCH] for n in QUERY_FEATURES})
-        top = serve(k=tf.constant(k), **inputs)["item_ids"].numpy()
-        truth = columns["item_id"][lo:lo + BATCH]
-        hits += sum(t in row for t, row in zip(truth, top))
-    return hits / max(total, 1)
+    accuracy = evaluation.top_k_accuracy(_top(serve, eval_columns, k),
+                                         eval_columns["item_id"])
+    # one query per eval user (their first eval rating's features), enough items to
+    # fill the cut-off after removing what they rated in train
+    first = {}
+    for row, user in enumerate(eval_columns["user_id"]):
+        first.setdefault(user, row)
+    users = list(first)
+    queries = {n: [eval_columns[n][first[u]] for u in users] for n in QUERY_FEATURES}
+    depth = CUTOFF + max(len(seen.get(u, ())) for u in users)
+    ranked = _top(serve, queries, depth)
+    recommended = {u: evaluation.unseen_top_k(r, seen.get(u, set()), CUTOFF)
+                   for u, r in zip(users, ranked)}
+    recall, ndcg = evaluation.recall_ndcg_at_k(
+        recommended, evaluation.by_user(eval_columns["user_id"], eval_columns["item_id"]),
+        CUTOFF)
+    return {"top_k_accuracy": accuracy, f"recall_at_{CUTOFF}": recall,
+            f"ndcg_at_{CUTOFF}": ndcg}
 
 
-def popularity_accuracy(train_items: list[bytes], eval_items: list[bytes], k: int) -> float:
-    popular = {item for item, _ in collections.Counter(train_items).most_common(k)}
-    return sum(item in popular for item in eval_items) / max(len(eval_items), 1)
+def popularity_metrics(train: dict, eval_columns: dict, seen: dict, k: int) -> dict:
+    ranked = evaluation.most_popular(train["item_id"])
+    accuracy = evaluation.top_k_accuracy([ranked[:k]] * len(eval_columns["item_id"]),
+                                         eval_columns["item_id"])
+    relevant = evaluation.by_user(eval_columns["user_id"], eval_columns["item_id"])
+    recall, ndcg = evaluation.recall_ndcg_at_k(
+        {u: evaluation.unseen_top_k(ranked, seen.get(u, set()), CUTOFF) for u in relevant},
+        relevant, CUTOFF)
+    return {"top_k_accuracy": accuracy, f"recall_at_{CUTOFF}": recall,
+            f"ndcg_at_{CUTOFF}": ndcg}
 
 
 @tfx.dsl.components.component
@@ -65,34 +96,36 @@ def RetrievalEvaluator(
     k: Parameter[int] = 100,
     min_accuracy: Parameter[float] = 0.0,
     min_ratio_to_popularity: Parameter[float] = 0.0,
+    min_recall_ratio_to_popularity: Parameter[float] = 0.0,
     tolerance: Parameter[float] = 0.01,
 ) -> None:
     eval_columns = _read_split(examples, "eval", QUERY_FEATURES + ("item_id",))
-    train_items = _read_split(examples, "train", ("item_id",))["item_id"]
-    metrics = {
-        "k": k,
-        "eval_examples": len(eval_columns["item_id"]),
-        "top_k_accuracy": top_k_accuracy(os.path.join(model.uri, "Format-Serving"),
-                                         eval_columns, k),
-        "popularity_top_k_accuracy": popularity_accuracy(train_items,
-                                                         eval_columns["item_id"], k),
-    }
+    train = _read_split(examples, "train", ("user_id", "item_id"))
+    seen = evaluation.by_user(train["user_id"], train["item_id"])
+    recall = f"recall_at_{CUTOFF}"
+    candidate = model_metrics(os.path.join(model.uri, "Format-Serving"), eval_columns,
+                              seen, k)
+    popular = popularity_metrics(train, eval_columns, seen, k)
+    metrics = {"k": k, "eval_examples": len(eval_columns["item_id"]), **candidate,
+               **{f"popularity_{name}": value for name, value in popular.items()}}
     reasons = []
-    if metrics["top_k_accuracy"] < min_accuracy:
-        reasons.append(f"top-{k} accuracy {metrics['top_k_accuracy']:.4f} is below the "
+    if candidate["top_k_accuracy"] < min_accuracy:
+        reasons.append(f"top-{k} accuracy {candidate['top_k_accuracy']:.4f} is below the "
                        f"minimum {min_accuracy:.4f}")
-    floor = min_ratio_to_popularity * metrics["popularity_top_k_accuracy"]
-    if metrics["top_k_accuracy"] < floor:
-        reasons.append(f"top-{k} accuracy {metrics['top_k_accuracy']:.4f} is below "
-                       f"{min_ratio_to_popularity} x the most-popular baseline's "
-                       f"{metrics['popularity_top_k_accuracy']:.4f}")
+    for name, ratio in (("top_k_accuracy", min_ratio_to_popularity),
+                        (recall, min_recall_ratio_to_popularity)):
+        if candidate[name] < ratio * popular[name]:
+            reasons.append(f"{name} {candidate[name]:.4f} is below {ratio} x the "
+                           f"most-popular baseline's {popular[name]:.4f}")
     if baseline_model is not None:
-        metrics["baseline_top_k_accuracy"] = top_k_accuracy(
-            os.path.join(baseline_model.uri, "Format-Serving"), eval_columns, k)
-        if metrics["top_k_accuracy"] < metrics["baseline_top_k_accuracy"] - tolerance:
-            reasons.append(f"top-{k} accuracy {metrics['top_k_accuracy']:.4f} is worse than "
-                           f"the last blessed model's {metrics['baseline_top_k_accuracy']:.4f}"
-                           f" by more than {tolerance}")
+        baseline = model_metrics(os.path.join(baseline_model.uri, "Format-Serving"),
+                                 eval_columns, seen, k)
+        metrics.update({f"baseline_{name}": value for name, value in baseline.items()})
+        for name in ("top_k_accuracy", recall):
+            if candidate[name] < baseline[name] - tolerance:
+                reasons.append(f"{name} {candidate[name]:.4f} is worse than the last "
+                               f"blessed model's {baseline[name]:.4f} by more than "
+                               f"{tolerance}")
         blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
     blessed = not reasons
     metrics["blessed"], metrics["reasons"] = blessed, reasons
@@ -107,4 +140,5 @@ def RetrievalEvaluator(
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_int_custom_property("current_model_id", model.id)
     blessing.set_string_custom_property("current_model", model.uri)
-    blessing.set_float_custom_property("top_k_accuracy", metrics["top_k_accuracy"])
+    for name in ("top_k_accuracy", recall, f"ndcg_at_{CUTOFF}"):
+        blessing.set_float_custom_property(name, metrics[name])

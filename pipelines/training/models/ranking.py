@@ -13,7 +13,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import inputs, towers
+from pipelines.training.models import fitting, inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -78,8 +78,7 @@ def run_fn(fn_args) -> None:
 
     model = RatingModel(towers.cardinalities(tf_transform_output), hp)
     model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
-    model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-              validation_data=evaluation.take(fn_args.eval_steps), verbose=2)
+    fitting.fit(model, train, evaluation, fn_args)
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,
                            tf_transform_output.raw_feature_spec())

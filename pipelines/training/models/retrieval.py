@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import inputs, towers
+from pipelines.training.models import fitting, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -111,8 +111,7 @@ def run_fn(fn_args) -> None:
                        shuffle=False), sizes["item_id"])
     model = TwoTower(sizes, hp, frequency)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(hp["learning_rate"]))
-    model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-              validation_data=evaluation.take(fn_args.eval_steps), verbose=2)
+    fitting.fit(model, train, evaluation, fn_args)
 
     catalog = read_catalog(fn_args.custom_config["catalog"])
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)

@@ -1,0 +1,58 @@
+"""Offline retrieval metrics, shared by the pipeline's RetrievalEvaluator and the
+benchmark's baselines so a model and its baselines are scored the same way.
+
+  top_k_accuracy   share of eval ratings whose item is in the top k for that rating's
+                   query, over the whole catalog, seen items kept (the TensorFlow
+                   Recommenders tutorials' "factorized top-k accuracy")
+  recall / NDCG@k  per user: the top k of items the user has not rated in train, against
+                   the user's eval items, averaged over users (Microsoft Recommenders'
+                   definitions: recall divides by all relevant items, NDCG's ideal DCG
+                   by min(k, relevant))
+Pure Python and NumPy.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Hashable, Iterable
+
+
+def top_k_accuracy(top_items: Iterable[Iterable], truth: Iterable) -> float:
+    rows = [(t, set(top)) for top, t in zip(top_items, truth)]
+    return sum(t in top for t, top in rows) / max(len(rows), 1)
+
+
+def recall_ndcg_at_k(recommended: dict[Hashable, list], relevant: dict[Hashable, set],
+                     k: int) -> tuple[float, float]:
+    recalls, ndcgs = [], []
+    for user, items in relevant.items():
+        top = recommended.get(user, [])[:k]
+        gains = [1.0 if item in items else 0.0 for item in top]
+        recalls.append(sum(gains) / len(items))
+        dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
+        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(items))))
+        ndcgs.append(dcg / ideal)
+    n = max(len(relevant), 1)
+    return sum(recalls) / n, sum(ndcgs) / n
+
+
+def by_user(users: Iterable, items: Iterable) -> dict[Hashable, set]:
+    grouped = collections.defaultdict(set)
+    for user, item in zip(users, items):
+        grouped[user].add(item)
+    return dict(grouped)
+
+
+def unseen_top_k(ranked: Iterable, seen: set, k: int) -> list:
+    """The first k of a ranking that are not in `seen`."""
+    out = []
+    for item in ranked:
+        if item not in seen:
+            out.append(item)
+            if len(out) == k:
+                break
+    return out
+
+
+def most_popular(train_items: Iterable, n: int | None = None) -> list:
+    return [item for item, _ in collections.Counter(train_items).most_common(n)]
