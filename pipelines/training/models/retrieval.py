@@ -22,8 +22,9 @@ from pipelines.training.models import fitting, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
-DEFAULTS = {"batch_size": 1024, "learning_rate": 0.2, "embedding_dim": 32,
-            "hidden_units": 64}
+DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
+            "embedding_dim": 32, "hidden_units": []}
+OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 
 
 def item_frequencies(dataset, num_items: int) -> np.ndarray:
@@ -37,22 +38,36 @@ def item_frequencies(dataset, num_items: int) -> np.ndarray:
 
 class TwoTower(tfrs.Model):
     """In-batch softmax with logQ correction: popular items are over-represented as
-    in-batch negatives, so each logit is corrected by the item's sampling probability."""
+    in-batch negatives, so each logit is corrected by the item's sampling probability.
+    With the correction the loss approaches a full softmax, so an item's popularity is
+    learnt, in a bias the dot product carries: the query gets a constant 1 appended,
+    the candidate its item's bias."""
 
     def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray):
         super().__init__()
         self.item_frequency = tf.constant(item_frequency, tf.float32)
-        layers = (hp["hidden_units"], hp["embedding_dim"])
+        layers = (*hp["hidden_units"], hp["embedding_dim"])
         self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, name="query_tower")
         self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers,
                                             name="candidate_tower")
+        self.item_bias = tf.keras.layers.Embedding(sizes["item_id"], 1,
+                                                   embeddings_initializer="zeros",
+                                                   name="item_bias")
         # Metrics over the whole catalog are slow; the retrieval evaluator computes them.
         self.task = tfrs.tasks.Retrieval()
+
+    def query(self, features) -> tf.Tensor:
+        embedding = self.query_tower(features)
+        return tf.concat([embedding, tf.ones_like(embedding[:, :1])], axis=1)
+
+    def candidate(self, features) -> tf.Tensor:
+        bias = self.item_bias(tf.reshape(features[transformed_name("item_id")], [-1]))
+        return tf.concat([self.candidate_tower(features), bias], axis=1)
 
     def compute_loss(self, features, training=False):
         probability = tf.gather(self.item_frequency,
                                 tf.reshape(features[transformed_name("item_id")], [-1]))
-        return self.task(self.query_tower(features), self.candidate_tower(features),
+        return self.task(self.query(features), self.candidate(features),
                          candidate_sampling_probability=probability,
                          compute_metrics=not training)
 
@@ -71,15 +86,15 @@ class RetrievalExport(tf.Module):
     def __init__(self, tft_layer, model: TwoTower, catalog: dict[str, list]):
         super().__init__()
         self.tft_layer = tft_layer
-        self.query_tower = model.query_tower
+        self.model = model
         raw = inputs.raw_tensors(catalog)
-        candidates = model.candidate_tower(tft_layer(inputs.as_column(raw)))
+        candidates = model.candidate(tft_layer(inputs.as_column(raw)))
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
         self.index.index(candidates, identifiers=raw["item_id"])
         self.num_items = len(catalog["item_id"])
 
     def query_embedding(self, **raw):
-        return self.query_tower(self.tft_layer(inputs.as_column(raw)))
+        return self.model.query(self.tft_layer(inputs.as_column(raw)))
 
     def top_k(self, k, **raw):
         k = tf.minimum(k, self.num_items)
@@ -110,7 +125,7 @@ def run_fn(fn_args) -> None:
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
     model = TwoTower(sizes, hp, frequency)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(hp["learning_rate"]))
+    model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
 
     catalog = read_catalog(fn_args.custom_config["catalog"])
