@@ -1,6 +1,8 @@
 """Ranking model: predicts a user's rating of an item (DCN), TFX Trainer `run_fn`.
 
-Inputs are user, item and context features; a cross layer learns their interactions.
+Inputs are user, item and context features; a cross layer learns their interactions,
+on top of the training mean and a bias per user and per item (the biased baseline the
+network then corrects). Embeddings are L2-regularized: ids overfit within two epochs.
 Exported signatures:
   serving_default   raw feature tensors -> predicted_rating (what the ranking service calls)
   serving_examples  serialized tf.Examples -> predicted_rating (what the Evaluator feeds)
@@ -17,29 +19,40 @@ from pipelines.training.models import fitting, inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
-DEFAULTS = {"batch_size": 1024, "learning_rate": 0.01, "hidden_units": [128, 64]}
+DEFAULTS = {"batch_size": 1024, "learning_rate": 0.01, "hidden_units": [128, 64],
+            "l2": 5e-4, "dropout": 0.3}
 
 
 class RatingModel(tfrs.Model):
-    def __init__(self, sizes: dict[str, int], hp: dict):
+    def __init__(self, sizes: dict[str, int], hp: dict, mean_rating: float):
         super().__init__()
-        self.encoder = towers.FeatureEncoder(INPUT_FEATURES, sizes)
+        self.mean = mean_rating
+        self.encoder = towers.FeatureEncoder(INPUT_FEATURES, sizes, l2=hp["l2"])
+        regularizer = tf.keras.regularizers.L2(hp["l2"])
+        self.biases = {n: tf.keras.layers.Embedding(sizes[n], 1, embeddings_initializer="zeros",
+                                                    embeddings_regularizer=regularizer,
+                                                    name=f"{n}_bias")
+                       for n in ("user_id", "item_id")}
         self.cross = tfrs.layers.dcn.Cross()
-        self.mlp = tf.keras.Sequential(
-            [tf.keras.layers.Dense(n, activation="relu") for n in hp["hidden_units"]]
-            + [tf.keras.layers.Dense(1)])
+        hidden = []
+        for n in hp["hidden_units"]:
+            hidden += [tf.keras.layers.Dense(n, activation="relu"),
+                       tf.keras.layers.Dropout(hp["dropout"])]
+        self.mlp = tf.keras.Sequential(hidden + [tf.keras.layers.Dense(1)])
         self.task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.MeanSquaredError(),
             metrics=[tf.keras.metrics.RootMeanSquaredError()])
 
-    def call(self, features: dict) -> tf.Tensor:
+    def call(self, features: dict, training: bool = False) -> tf.Tensor:
         x = self.encoder(features)
-        # bounded to the rating scale without clipping, so the order stays informative
-        return 1.0 + 4.0 * tf.sigmoid(tf.squeeze(self.mlp(self.cross(x, x)), axis=1))
+        bias = sum(tf.reshape(layer(tf.reshape(features[transformed_name(n)], [-1])), [-1])
+                   for n, layer in self.biases.items())
+        return self.mean + bias + tf.squeeze(self.mlp(self.cross(x, x), training=training),
+                                             axis=1)
 
     def compute_loss(self, features, training=False):
         labels = features[transformed_name(feature_spec.LABEL)]
-        return self.task(labels=labels, predictions=self(features))
+        return self.task(labels=labels, predictions=self(features, training=training))
 
 
 class RankingExport(tf.Module):
@@ -76,7 +89,13 @@ def run_fn(fn_args) -> None:
     evaluation = inputs.dataset(fn_args, fn_args.eval_files, tf_transform_output,
                                 hp["batch_size"], shuffle=False)
 
-    model = RatingModel(towers.cardinalities(tf_transform_output), hp)
+    label = transformed_name(feature_spec.LABEL)
+    total = count = 0.0
+    for batch in inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
+                                hp["batch_size"], shuffle=False):
+        total += float(tf.reduce_sum(batch[label]))
+        count += float(tf.size(batch[label]))
+    model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
     model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
 

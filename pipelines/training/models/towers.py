@@ -31,11 +31,14 @@ def dense_width(name: str) -> int:
 class FeatureEncoder(tf.keras.layers.Layer):
     """Concatenates embeddings of categorical features and the dense ones as they are."""
 
-    def __init__(self, names: tuple[str, ...], sizes: dict[str, int], **kwargs):
+    def __init__(self, names: tuple[str, ...], sizes: dict[str, int], l2: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.names = names
+        regularizer = tf.keras.regularizers.L2(l2) if l2 else None
         self.embeddings = {
-            n: tf.keras.layers.Embedding(sizes[n], EMBEDDING_DIMS[n], name=f"{n}_embedding")
+            n: tf.keras.layers.Embedding(sizes[n], EMBEDDING_DIMS[n], name=f"{n}_embedding",
+                                         embeddings_regularizer=regularizer)
             for n in names if n in sizes}
 
     def call(self, features: dict) -> tf.Tensor:
