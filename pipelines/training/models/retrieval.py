@@ -23,7 +23,7 @@ from pipelines.training.models import fitting, inputs, towers
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
 DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
-            "embedding_dim": 32, "hidden_units": []}
+            "embedding_dim": 32, "hidden_units": [], "l2": 0.0}
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 
 
@@ -47,8 +47,9 @@ class TwoTower(tfrs.Model):
         super().__init__()
         self.item_frequency = tf.constant(item_frequency, tf.float32)
         layers = (*hp["hidden_units"], hp["embedding_dim"])
-        self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, name="query_tower")
-        self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers,
+        self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, hp["l2"],
+                                        name="query_tower")
+        self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers, hp["l2"],
                                             name="candidate_tower")
         self.item_bias = tf.keras.layers.Embedding(sizes["item_id"], 1,
                                                    embeddings_initializer="zeros",

@@ -56,9 +56,9 @@ class Tower(tf.keras.Model):
     """Feature encoder followed by a ReLU MLP; the last layer is linear."""
 
     def __init__(self, names: tuple[str, ...], sizes: dict[str, int],
-                 layer_sizes: tuple[int, ...], **kwargs):
+                 layer_sizes: tuple[int, ...], l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.encoder = FeatureEncoder(names, sizes)
+        self.encoder = FeatureEncoder(names, sizes, l2=l2)
         self.dense = tf.keras.Sequential(
             [tf.keras.layers.Dense(n, activation="relu") for n in layer_sizes[:-1]]
             + [tf.keras.layers.Dense(layer_sizes[-1])])
