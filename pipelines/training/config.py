@@ -2,7 +2,16 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
+
+BEAM_RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
+                "flink": "FlinkRunner", "spark": "SparkRunner"}
+BEAM_REQUIRED = {"direct": (), "dataflow": ("project", "region", "temp_location"),
+                 "flink": ("flink_master",), "spark": ("spark_master_url",)}
+BEAM_DEFAULTS = {"direct": {"direct_running_mode": "in_memory", "direct_num_workers": "1"},
+                 "flink": {"environment_type": "EXTERNAL"},
+                 "spark": {"environment_type": "EXTERNAL"}}
 
 
 @dataclass
@@ -30,8 +39,12 @@ class PipelineConfig:
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01
     hyperparameters: dict[str, dict] = field(default_factory=dict)
-    beam_pipeline_args: list[str] = field(default_factory=lambda: [
-        "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    # where the Beam components (statistics, Transform, evaluation) run: direct (this
+    # machine), dataflow, flink or spark; beam_options are that runner's options
+    # (BEAM_REQUIRED lists the ones each needs), beam_pipeline_args any extra flags
+    beam_runner: str = "direct"
+    beam_options: dict[str, str] = field(default_factory=dict)
+    beam_pipeline_args: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         for name in ("retrieval_train_steps", "ranking_train_steps", "eval_steps",
@@ -44,12 +57,28 @@ class PipelineConfig:
         if not 0 < self.train_fraction < 1:
             raise ValueError(f"field 'train_fraction' must be in (0, 1), "
                              f"got {self.train_fraction}")
+        if self.beam_runner not in BEAM_RUNNERS:
+            raise ValueError(f"field 'beam_runner' must be one of {sorted(BEAM_RUNNERS)}, "
+                             f"got {self.beam_runner!r}")
+        for option in BEAM_REQUIRED[self.beam_runner]:
+            if not self.beam_options.get(option):
+                raise ValueError(f"field 'beam_options.{option}' is required for "
+                                 f"beam_runner {self.beam_runner}")
         unknown = set(self.hyperparameters) - {"retrieval", "ranking"}
         if unknown:
             raise ValueError(f"field 'hyperparameters': unknown model(s) {sorted(unknown)}; "
                              "allowed: ranking, retrieval")
 
+    @property
+    def beam_args(self) -> list[str]:
+        options = {**BEAM_DEFAULTS.get(self.beam_runner, {}), **self.beam_options}
+        return ([f"--runner={BEAM_RUNNERS[self.beam_runner]}"]
+                + [f"--{key}={value}" for key, value in sorted(options.items())]
+                + list(self.beam_pipeline_args))
+
     def _path(self, *parts: str) -> str:
+        if "://" in self.workdir:  # gs://, s3://: object storage, as a cluster run uses
+            return posixpath.join(self.workdir, *parts)
         return os.path.abspath(os.path.join(self.workdir, *parts))
 
     @property
@@ -67,6 +96,8 @@ class PipelineConfig:
     @property
     def catalog_file(self) -> str:
         """The item catalog of the training set the run reads (run.py resolves it)."""
+        if "://" in self.training_set:
+            return posixpath.join(self.training_set, "items.parquet")
         return os.path.join(os.path.abspath(self.training_set), "items.parquet")
 
     @property

@@ -61,7 +61,9 @@ def _pusher(model, blessing, model_repo: str, name: str):
     ).with_id(f"{name}_pusher")
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
+    """`local`: ML Metadata in SQLite under the workdir; otherwise the orchestrator's
+    (Kubeflow Pipelines, Vertex AI) own."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
         # the newest span: each is one training set from the feature store, and the
@@ -133,7 +135,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_root=config.pipeline_root,
         components=components,
         metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(config.metadata_path),
-        beam_pipeline_args=config.beam_pipeline_args,
+        .sqlite_metadata_connection_config(config.metadata_path) if local else None,
+        beam_pipeline_args=config.beam_args,
         enable_cache=False,
     )
