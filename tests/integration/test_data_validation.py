@@ -54,3 +54,27 @@ def test_ml_metadata_records_the_span_of_the_training_set_a_model_came_from(trai
     assert summary["snapshot"]["content_sha256"] == json.loads(
         (prepare.newest_training_set(workdir / "data" / "training_sets")
          / "snapshot.json").read_text())["content_sha256"]
+
+
+def lineage(workdir, *args):
+    return subprocess.run([str(TRAINING_PYTHON), "-m", "pipelines.training.lineage",
+                           "--workdir", str(workdir), *args], cwd=ROOT, env=service_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_lineage_cli_traces_a_pushed_model_to_its_data_and_lists_runs(trained):
+    workdir, summary = trained
+    result = lineage(workdir, "model", "ranking")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout)
+    assert int(found["version"]) == summary["ranking"]["serving_version"]
+    assert found["data"]["span"] == summary["snapshot"]["span"]
+    assert found["data"]["training_set_sha256"] == summary["snapshot"]["content_sha256"]
+    assert found["blessing"]["blessed"] == 1 and "root_mean_squared_error" in \
+        found["evaluation"]
+    assert found["trainer"]["train_args"]["num_steps"] == 80  # SMALL_RUN
+    runs = lineage(workdir, "runs")
+    assert runs.returncode == 0 and f"ranking v{found['version']}" in runs.stdout
+    missing = lineage(workdir, "model", "retrieval", "12345")
+    assert missing.returncode == 2 and "no pushed retrieval model version 12345" in \
+        missing.stderr

@@ -1,0 +1,182 @@
+"""Runs and model lineage from ML Metadata (training environment).
+
+  python -m pipelines.training.lineage runs [--workdir var]
+  python -m pipelines.training.lineage model retrieval|ranking [VERSION] [--workdir var]
+                                       [--json]
+
+`model` walks back from a pushed version: push time, blessing and the evaluation behind
+it, the trainer's parameters, the Transform graph, the schema, and the examples' span
+with the training set's content hash (from the span's snapshot.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+INPUT, OUTPUT = 3, 4  # metadata_store_pb2.Event.Type
+
+
+def open_store(workdir: str):
+    import ml_metadata as mlmd
+    from ml_metadata.proto import metadata_store_pb2
+
+    path = os.path.join(workdir, "metadata.sqlite")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no ML Metadata; run the pipeline first")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return mlmd.MetadataStore(config)
+
+
+def _value(value):
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+def _properties(item) -> dict:
+    out = {k: _value(v) for k, v in item.properties.items()}
+    out.update({k: _value(v) for k, v in item.custom_properties.items()})
+    return out
+
+
+def _time(milliseconds: int) -> str:
+    return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc).isoformat(
+        timespec="seconds")
+
+
+class Lineage:
+    def __init__(self, store):
+        self.store = store
+
+    def _linked(self, events, kind) -> dict[str, list]:
+        by_key: dict[str, list] = {}
+        for event in events:
+            if event.type == kind:
+                key = event.path.steps[0].key if event.path.steps else ""
+                by_key.setdefault(key, []).append(event.artifact_id)
+        return {key: self.store.get_artifacts_by_id(ids) for key, ids in by_key.items()}
+
+    def inputs(self, execution) -> dict[str, list]:
+        return self._linked(self.store.get_events_by_execution_ids([execution.id]), INPUT)
+
+    def producer(self, artifact):
+        events = [e for e in self.store.get_events_by_artifact_ids([artifact.id])
+                  if e.type == OUTPUT]
+        return self.store.get_executions_by_id([events[0].execution_id])[0] if events else None
+
+    def node(self, execution) -> str:
+        contexts = self.store.get_contexts_by_execution(execution.id)
+        return next((c.name.split(".")[-1] for c in contexts
+                     if c.type_id == self.store.get_context_type("node").id), "")
+
+    def pushed(self, model: str) -> list:
+        pushed = [a for a in self.store.get_artifacts_by_type("PushedModel")
+                  if _properties(a).get("pushed")
+                  and os.path.basename(os.path.dirname(
+                      _properties(a).get("pushed_destination", ""))) == model]
+        return sorted(pushed, key=lambda a: int(_properties(a)["pushed_version"]))
+
+    def model(self, name: str, version: str = "") -> dict:
+        pushed = self.pushed(name)
+        if version:
+            pushed = [a for a in pushed if _properties(a)["pushed_version"] == version]
+        if not pushed:
+            raise LookupError(f"no pushed {name} model" + (f" version {version}"
+                                                           if version else ""))
+        artifact = pushed[-1]
+        pusher = self.producer(artifact)
+        pusher_inputs = self.inputs(pusher)
+        blessing = pusher_inputs["model_blessing"][0]
+        trained = pusher_inputs["model"][0]
+        trainer = self.producer(trained)
+        trainer_inputs = self.inputs(trainer)
+        transformed = trainer_inputs["examples"][0]
+        transform = self.producer(transformed)
+        raw_examples = self.inputs(transform)["examples"][0]
+        example_gen = self.producer(raw_examples)
+        span = _properties(raw_examples).get("span")
+        input_base = _properties(example_gen).get("input_base", "")
+        snapshot_path = os.path.join(input_base, f"span-{span}", "snapshot.json")
+        snapshot = json.load(open(snapshot_path)) if os.path.exists(snapshot_path) else {}
+        trainer_properties = _properties(trainer)
+        evaluator = self.producer(blessing)
+        return {
+            "model": name, "version": _properties(artifact)["pushed_version"],
+            "pushed_at": _time(artifact.create_time_since_epoch),
+            "destination": _properties(artifact)["pushed_destination"],
+            "blessing": {k: v for k, v in _properties(blessing).items()
+                         if k not in ("current_model", "state")},
+            "evaluator": self.node(evaluator),
+            "evaluation": self.evaluation(evaluator),
+            "trainer": {"node": self.node(trainer),
+                        "train_args": json.loads(trainer_properties.get("train_args") or "{}"),
+                        "custom_config": json.loads(
+                            trainer_properties.get("custom_config") or "{}")},
+            "transform_graph": trainer_inputs["transform_graph"][0].uri,
+            "schema": trainer_inputs["schema"][0].uri,
+            "data": {"span": span, "examples": raw_examples.uri,
+                     "training_set": snapshot.get("training_set"),
+                     "training_set_sha256": snapshot.get("content_sha256"),
+                     "split": snapshot.get("split"), "train_rows": snapshot.get("train_rows"),
+                     "eval_rows": snapshot.get("eval_rows")},
+        }
+
+    def evaluation(self, evaluator) -> dict:
+        """TFMA's overall metrics, when the evaluator is TFMA's (the ranking model's)."""
+        outputs = self._linked(self.store.get_events_by_execution_ids([evaluator.id]), OUTPUT)
+        if "evaluation" not in outputs:
+            return {}
+        import tensorflow_model_analysis as tfma
+
+        result = tfma.load_eval_result(outputs["evaluation"][0].uri)
+        return {getattr(k, "name", str(k)): v.get("doubleValue")
+                for k, v in (result.get_metrics_for_slice() or {}).items()}
+
+    def runs(self) -> list[dict]:
+        out = []
+        for context in self.store.get_contexts_by_type("pipeline_run"):
+            executions = self.store.get_executions_by_context(context.id)
+            pushed = []
+            for execution in executions:
+                events = self.store.get_events_by_execution_ids([execution.id])
+                for artifacts in self._linked(events, OUTPUT).values():
+                    pushed += [f"{os.path.basename(os.path.dirname(p['pushed_destination']))}"
+                               f" v{p['pushed_version']}" for p in map(_properties, artifacts)
+                               if p.get("pushed")]
+            out.append({"run": context.name, "started": _time(context.create_time_since_epoch),
+                        "executions": len(executions), "pushed": pushed})
+        return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="var")
+    parser.add_argument("--json", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("runs", help="every pipeline run, what it pushed")
+    model = commands.add_parser("model", help="lineage of a pushed model version")
+    model.add_argument("name", choices=["retrieval", "ranking"])
+    model.add_argument("version", nargs="?", default="", help="default: the newest pushed")
+    args = parser.parse_args(argv)
+    try:
+        lineage = Lineage(open_store(args.workdir))
+        result = lineage.runs() if args.command == "runs" else lineage.model(args.name,
+                                                                             args.version)
+    except (FileNotFoundError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json or args.command == "model":
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for run in result:
+            print(f"{run['run']}  started {run['started']}  {run['executions']} executions  "
+                  f"pushed: {', '.join(run['pushed']) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
