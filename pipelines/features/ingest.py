@@ -118,19 +118,25 @@ def ingest(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Pa
     return store
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def store_command(job, description: str, argv=None) -> int:
+    """The command line of a job on the feature store: --workdir, --config, and errors
+    as one line naming the file and field."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", default="var")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     args = parser.parse_args(argv)
     try:
         config = config_lib.load(FeatureStoreConfig, args.config,
                                  env_prefix="RECSYS_FEATURES")
-        ingest(config, args.workdir)
+        job(config, args.workdir)
     except (config_lib.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    return store_command(ingest, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ files read.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -27,7 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from libs import config as config_lib
 from libs import feature_spec
 from libs.feature_store import RANKING_SERVICE
 from libs.feature_store_config import FeatureStoreConfig
@@ -107,18 +105,7 @@ def build(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Pat
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="var")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    args = parser.parse_args(argv)
-    try:
-        config = config_lib.load(FeatureStoreConfig, args.config,
-                                 env_prefix="RECSYS_FEATURES")
-        build(config, args.workdir)
-    except (config_lib.ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return ingest.store_command(build, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
