@@ -23,8 +23,8 @@ def start_redis() -> tuple[str, subprocess.Popen]:
 @pytest.fixture(scope="session")
 def redis_server():
     """One Redis for the session, stopped at its end."""
+    from tools import redis_server as server
     address, process = start_redis()
     yield address
-    process.terminate()
-    process.wait(10)
+    server.stop(process)
 

@@ -73,7 +73,6 @@ def baseline_metrics(train: pd.DataFrame, evaluation_rows: pd.DataFrame) -> dict
     eval_users, eval_items = index.codes(evaluation_rows)
     truth = evaluation_rows.item_id.tolist()
     relevant = evaluation.by_user(evaluation_rows.user_id, evaluation_rows.item_id)
-    seen = evaluation.by_user(train.user_id, train.item_id)
     popular = evaluation.most_popular(train.item_id)
 
     def ranked_metrics(all_top: dict, unseen_top: dict) -> dict:
@@ -82,8 +81,9 @@ def baseline_metrics(train: pd.DataFrame, evaluation_rows: pd.DataFrame) -> dict
                     [all_top.get(u, popular[:100]) for u in evaluation_rows.user_id], truth),
                 "recall_at_10": recall, "ndcg_at_10": ndcg}
 
-    out = {"most popular": ranked_metrics(
-        {}, {u: evaluation.unseen_top_k(popular, seen.get(u, set()), 10) for u in relevant})}
+    out = {"most popular": evaluation.popularity_metrics(
+        train.user_id.tolist(), train.item_id.tolist(), evaluation_rows.user_id.tolist(),
+        truth)}
     ease = baselines.ease_scores(seen_matrix)
     out["EASE"] = ranked_metrics(baselines.top_items(ease, index, 100),
                                  baselines.top_items(ease, index, 10, seen_matrix))

@@ -56,3 +56,16 @@ def unseen_top_k(ranked: Iterable, seen: set, k: int) -> list:
 
 def most_popular(train_items: Iterable, n: int | None = None) -> list:
     return [item for item, _ in collections.Counter(train_items).most_common(n)]
+
+
+def popularity_metrics(train_users: list, train_items: list, eval_users: list,
+                       eval_items: list, k: int = 100, cutoff: int = 10) -> dict:
+    """The most-popular baseline's top-k accuracy and Recall / NDCG@cutoff."""
+    ranked = most_popular(train_items)
+    seen = by_user(train_users, train_items)
+    relevant = by_user(eval_users, eval_items)
+    recall, ndcg = recall_ndcg_at_k(
+        {u: unseen_top_k(ranked, seen.get(u, set()), cutoff) for u in relevant},
+        relevant, cutoff)
+    return {"top_k_accuracy": top_k_accuracy([ranked[:k]] * len(eval_items), eval_items),
+            f"recall_at_{cutoff}": recall, f"ndcg_at_{cutoff}": ndcg}

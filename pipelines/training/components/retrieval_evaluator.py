@@ -75,18 +75,6 @@ def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dic
             f"ndcg_at_{CUTOFF}": ndcg}
 
 
-def popularity_metrics(train: dict, eval_columns: dict, seen: dict, k: int) -> dict:
-    ranked = evaluation.most_popular(train["item_id"])
-    accuracy = evaluation.top_k_accuracy([ranked[:k]] * len(eval_columns["item_id"]),
-                                         eval_columns["item_id"])
-    relevant = evaluation.by_user(eval_columns["user_id"], eval_columns["item_id"])
-    recall, ndcg = evaluation.recall_ndcg_at_k(
-        {u: evaluation.unseen_top_k(ranked, seen.get(u, set()), CUTOFF) for u in relevant},
-        relevant, CUTOFF)
-    return {"top_k_accuracy": accuracy, f"recall_at_{CUTOFF}": recall,
-            f"ndcg_at_{CUTOFF}": ndcg}
-
-
 @tfx.dsl.components.component
 def RetrievalEvaluator(
     examples: InputArtifact[tfx.types.standard_artifacts.Examples],
@@ -105,7 +93,9 @@ def RetrievalEvaluator(
     recall = f"recall_at_{CUTOFF}"
     candidate = model_metrics(os.path.join(model.uri, "Format-Serving"), eval_columns,
                               seen, k)
-    popular = popularity_metrics(train, eval_columns, seen, k)
+    popular = evaluation.popularity_metrics(train["user_id"], train["item_id"],
+                                            eval_columns["user_id"],
+                                            eval_columns["item_id"], k, CUTOFF)
     metrics = {"k": k, "eval_examples": len(eval_columns["item_id"]), **candidate,
                **{f"popularity_{name}": value for name, value in popular.items()}}
     reasons = []
