@@ -4,7 +4,7 @@ Reads `span-<S>/{train,eval}` (pipelines/data/prepare.py), analyzes the train sp
 transforms both, as TFX's Transform does by default, with tf.Transform on Beam's
 in-memory DirectRunner. Writes what Transform writes, in its layout, so a `run_fn` reads
 it unchanged (pipelines/training/standalone.py):
-  <out>/transform_graph/{transform_fn,transformed_metadata}
+  <out>/transform_graph/{transform_fn,transformed_metadata,metadata (the raw schema)}
   <out>/transformed_examples/Split-{train,eval}/*.gz
 The raw schema comes from the feature spec (every feature one value per example, what
 SchemaGen infers with infer_feature_shape), not from statistics.
@@ -35,6 +35,7 @@ def transform(span_dir: str | Path, out: str | Path) -> tuple[str, str]:
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
     graph_dir = os.path.join(out, "transform_graph")
@@ -60,4 +61,7 @@ def transform(span_dir: str | Path, out: str | Path) -> tuple[str, str]:
                  | f"Write{split}" >> beam.io.WriteToTFRecord(
                      os.path.join(examples_dir, f"Split-{split}", "transformed"),
                      file_name_suffix=".gz"))
+    # the export signatures parse raw features with it (TFTransformOutput.raw_feature_spec)
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
+                               os.path.join(graph_dir, "metadata"))
     return graph_dir, examples_dir

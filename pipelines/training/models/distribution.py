@@ -29,6 +29,8 @@ def num_workers() -> int:
 
 
 def strategy() -> tf.distribute.Strategy:
+    """Call before any other TensorFlow op: a multi-worker strategy configures the
+    runtime's collective ops, which cannot change once it has started."""
     if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -68,6 +70,16 @@ class ReplicaScaledLoss:
     """
 
     loss_is_sum = False
+
+    @property
+    def distribute_reduction_method(self) -> str:
+        # Metric results are already aggregated over replicas (Keras reads them in a merge
+        # call); Keras' default would sum those copies across workers again.
+        return "first"
+
+    @distribute_reduction_method.setter
+    def distribute_reduction_method(self, value) -> None:
+        pass  # fixed above
 
     def _replica_losses(self, inputs, training: bool):
         loss = self.compute_loss(inputs, training=training)

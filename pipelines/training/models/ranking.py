@@ -84,6 +84,7 @@ class RankingExport(tf.Module):
 
 
 def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
@@ -97,7 +98,7 @@ def run_fn(fn_args) -> None:
                                 hp["batch_size"], shuffle=False):
         total += float(tf.reduce_sum(batch[label]))
         count += float(tf.size(batch[label]))
-    with distribution.strategy().scope():
+    with strategy.scope():
         model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
         model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)

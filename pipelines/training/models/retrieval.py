@@ -116,6 +116,7 @@ class RetrievalExport(tf.Module):
 
 
 def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("retrieval", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = towers.cardinalities(tf_transform_output)
@@ -127,7 +128,7 @@ def run_fn(fn_args) -> None:
     frequency = item_frequencies(
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
-    with distribution.strategy().scope():
+    with strategy.scope():
         model = TwoTower(sizes, hp, frequency)
         model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
