@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,9 +55,9 @@ COST_TARGET = 3.0  # pipeline wall time at most this many times the plain script
 
 
 def run_training(module: str, workdir: Path, training_set: Path, split: str,
-                 fraction: float, overrides: list[str]) -> float:
+                 fraction: float, overrides: list[str]) -> tuple[float, str]:
     """Runs a training entry point (the pipeline or the plain script) in the training
-    environment; its wall seconds, process start to exit."""
+    environment: its wall seconds, process start to exit, and what it printed."""
     command = [str(TRAINING_PYTHON), "-m", module, "--workdir", str(workdir),
                "--training-set", str(training_set), "--set", f"split={split}",
                "--set", f"train_fraction={fraction}"]
@@ -67,24 +68,30 @@ def run_training(module: str, workdir: Path, training_set: Path, split: str,
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"error: {module} ({split}) failed:\n{result.stderr[-3000:]}")
-    return round(time.monotonic() - started, 1)
+    return round(time.monotonic() - started, 1), result.stdout
+
+
+def component_seconds(output: str) -> dict[str, float]:
+    """The pipeline's per-component seconds from its progress lines (run.py)."""
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^\[\s*\d+/\d+\] (\S+)\s+([\d.]+)s", output, re.M)}
 
 
 def run_pipeline(workdir: Path, training_set: Path, split: str, fraction: float,
                  overrides: list[str]) -> dict:
-    seconds = run_training("pipelines.training.run", workdir, training_set, split,
-                           fraction, overrides)
+    seconds, output = run_training("pipelines.training.run", workdir, training_set, split,
+                                   fraction, overrides)
     summary = json.loads((workdir / "last_run.json").read_text())
     return {**summary.get("retrieval", {}),
             "rmse": summary.get("ranking", {}).get("root_mean_squared_error"),
-            "pipeline_seconds": seconds}
+            "pipeline_seconds": seconds, "pipeline_components": component_seconds(output)}
 
 
 def run_plain(workdir: Path, training_set: Path, split: str, fraction: float,
               overrides: list[str]) -> dict:
     """The same training without TFX (pipelines/training/plain.py), timed likewise."""
-    seconds = run_training("pipelines.training.plain", workdir, training_set, split,
-                           fraction, overrides)
+    seconds, _ = run_training("pipelines.training.plain", workdir, training_set, split,
+                              fraction, overrides)
     summary = json.loads((workdir / "plain_run.json").read_text())
     return {"plain_seconds": seconds, "plain_stages": summary["seconds"],
             "plain_rmse": summary["metrics"]["ranking"].get("val_root_mean_squared_error")}
@@ -201,6 +208,12 @@ def write_report(results: dict, out: Path) -> None:
                   "| --- | --- | --- | --- | --- |"]
         lines += [f"| {protocol} | {c['pipeline_seconds']:.1f} | {c['plain_seconds']:.1f} | "
                   f"{c['ratio']:.2f}x | <= {COST_TARGET:g}x |" for protocol, c in costs]
+        for protocol, c in costs:  # where the time goes, components of a second or more
+            parts = {k: v for k, v in results[protocol]["model"].get(
+                "pipeline_components", {}).items() if v >= 1.0}
+            lines.append(f"\n{protocol}: pipeline " + ", ".join(
+                f"{k} {v:.1f}s" for k, v in parts.items()) + "; plain script " + ", ".join(
+                f"{k} {v:.1f}s" for k, v in c["plain_stages"].items()))
         html_costs = "".join(
             f"<tr><td>{protocol}</td><td>{c['pipeline_seconds']:.1f}</td>"
             f"<td>{c['plain_seconds']:.1f}</td><td>{c['ratio']:.2f}x</td></tr>"

@@ -2,6 +2,7 @@
 
   python -m pipelines.training.plain [--config FILE] [--workdir DIR]
                                      [--training-set DIR] [--set key=value ...]
+  make train-plain    (workdir var/plain, the newest training set under var/)
 
 Same configuration and overrides as pipelines.training.run, and the same work a model
 needs: the split prepared as the pipeline's (pipelines/data/prepare.py), the same
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--workdir", help="where the split, Transform output and models go")
-    parser.add_argument("--training-set", help="a training set directory (span-<S>)")
+    parser.add_argument("--training-set", help="a training set (span-<S>), or a directory "
+                                               "of them: the newest")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, as for pipelines.training.run")
     args = parser.parse_args(argv)
@@ -85,7 +87,10 @@ def main(argv=None) -> int:
         if args.workdir:
             overrides["workdir"] = args.workdir
         if args.training_set:
-            overrides["training_set"] = args.training_set
+            chosen = Path(args.training_set)
+            if not (chosen / "snapshot.json").exists():
+                chosen = prepare.newest_training_set(chosen)
+            overrides["training_set"] = str(chosen)
         config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
                                  overrides=overrides, overrides_name="command line")
         summary = train(config)
