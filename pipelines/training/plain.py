@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -62,6 +63,7 @@ def train(config: PipelineConfig, progress=print) -> dict:
                         ("ranking", config.ranking_train_steps)):
         begin = time.monotonic()
         out = os.path.join(config.workdir, name)
+        shutil.rmtree(out, ignore_errors=True)  # this run's model and curve only
         standalone.run(name, standalone.fn_args(
             graph, examples, out, steps, config.eval_steps,
             {"catalog": config.catalog_file, name: config.hyperparameters.get(name, {})}))

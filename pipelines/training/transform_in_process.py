@@ -38,6 +38,8 @@ def transform(span_dir: str | Path, out: str | Path) -> tuple[str, str]:
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
+    if tf.io.gfile.exists(str(out)):  # a fresh output, as each Transform run's is
+        tf.io.gfile.rmtree(str(out))
     graph_dir = os.path.join(out, "transform_graph")
     examples_dir = os.path.join(out, "transformed_examples")
     options = beam.options.pipeline_options.PipelineOptions(

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,10 @@ def trainer(transformed, out: Path, tf_config: dict | None) -> subprocess.Popen:
 def finish(processes: list[subprocess.Popen]) -> None:
     """Waits for every process (bounded), then fails on any that did not succeed; kills
     whatever is still running on the way out."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
     try:
-        outputs = [p.communicate(timeout=TIMEOUT_SECONDS)[0] for p in processes]
+        outputs = [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+                   for p in processes]
     finally:
         for p in processes:
             if p.poll() is None:
