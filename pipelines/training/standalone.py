@@ -2,7 +2,7 @@
 
   python -m pipelines.training.standalone --model ranking|retrieval --out DIR
       (--pipeline-root DIR | --transform-graph DIR --transformed-examples DIR)
-      [--train-steps N] [--eval-steps N] [--custom-config JSON]
+      [--train-steps N] [--eval-steps N] [--custom-config JSON] [--seed N]
 
 Inputs are Transform's outputs as TFX lays them out: a transform graph directory
 (transform_fn/, transformed_metadata/) and transformed examples (Split-train/,
@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--eval-steps", type=int, default=20)
     parser.add_argument("--custom-config", default="{}", help="JSON, as the Trainer's")
+    parser.add_argument("--seed", type=int,
+                        help="seed Python, NumPy and TensorFlow first: a repeatable run")
     args = parser.parse_args(argv)
     try:
         if args.pipeline_root:
@@ -104,6 +106,9 @@ def main(argv=None) -> int:
         else:
             raise ValueError("give --pipeline-root, or --transform-graph and "
                              "--transformed-examples")
+        if args.seed is not None:
+            import tensorflow as tf
+            tf.keras.utils.set_random_seed(args.seed)
         run(args.model, fn_args(graph, examples, args.out, args.train_steps,
                                 args.eval_steps, json.loads(args.custom_config)))
     except ValueError as err:

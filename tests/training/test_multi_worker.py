@@ -2,11 +2,14 @@
 MultiWorkerMirroredStrategy, and reach what one process reaches with the same data, steps
 and global batch; only the chief keeps the model and the learning curve.
 
-Tolerance: the runs differ in their random initialization and dropout (each process draws
-its own) and in float summation order, so the eval RMSEs cannot be equal; two seeds of
-single-worker training on this data differ by about 0.01 (measured), and doubling the
-effective learning rate moves the eval RMSE by several times that, so 0.03 separates "the
-same training" from a mis-scaled or unsynchronized one.
+Tolerance 0.03 on the final eval RMSE (about 0.76 here). The runs cannot be equal: the
+strategy's variables are initialized differently from one process's even with the same
+seed, and sums run in another order. Measured on this data: two single-worker runs with
+different initializations 0.002 apart, one against two workers 0.007 and 0.011 apart; a
+real fault is far outside (during development, metrics counted once per worker gave 1.51
+against 0.76). Adam's updates barely depend on the gradients' scale (twice the learning
+rate moved the RMSE by 0.005), so a mis-scaled loss would not show here; the scaling is
+in models/distribution.py.
 """
 import json
 import os
@@ -23,9 +26,11 @@ from tests.training.test_prepare import training_set
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_STEPS = 60
-HYPERPARAMETERS = {"ranking": {"batch_size": 128}}
+# no dropout: its masks are drawn per replica, so they could not match one process's
+HYPERPARAMETERS = {"ranking": {"batch_size": 128, "dropout": 0.0}}
+SEED = 7
 RMSE_TOLERANCE = 0.03
-TIMEOUT_SECONDS = 150
+TIMEOUT_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,7 @@ def trainer(transformed, out: Path, tf_config: dict | None) -> subprocess.Popen:
         [sys.executable, "-m", "pipelines.training.standalone", "--model", "ranking",
          "--out", str(out), "--transform-graph", graph, "--transformed-examples", examples,
          "--train-steps", str(TRAIN_STEPS), "--eval-steps", "5",
-         "--custom-config", json.dumps(HYPERPARAMETERS)],
+         "--custom-config", json.dumps(HYPERPARAMETERS), "--seed", str(SEED)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -88,18 +93,16 @@ def final_eval_rmse(out: Path) -> float:
 
 
 def test_two_workers_train_as_one(transformed, tmp_path):
-    finish([trainer(transformed, tmp_path / "single", None)])
-    ports = free_ports(2)
-    workers = [f"127.0.0.1:{port}" for port in ports]
-    finish([trainer(transformed, tmp_path / "multi",
-                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-            for i in range(2)])
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    finish([trainer(transformed, tmp_path / "single", None)]
+           + [trainer(transformed, tmp_path / "multi",
+                      {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+              for i in range(2)])
 
     single, multi = final_eval_rmse(tmp_path / "single"), final_eval_rmse(tmp_path / "multi")
     print(f"eval RMSE after {TRAIN_STEPS} steps: one worker {single:.4f}, "
           f"two workers {multi:.4f}")
     assert abs(single - multi) <= RMSE_TOLERANCE, (single, multi)
-    assert multi < 1.2  # it learnt: the rating spread on this data is about 1.1
     # the chief's model is complete and it is the only one kept
     assert (tmp_path / "multi" / "model" / "saved_model.pb").exists()
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["model", "model_run"]
