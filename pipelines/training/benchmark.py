@@ -13,7 +13,11 @@ Protocols, on the newest training set (`make features` builds it):
   time      80/20 by time (production): all of the above
 For each, the TFX pipeline runs in the training environment in a workdir of its own
 (`--set` overrides reach it), and this process computes most popular, EASE and a biased
-matrix factorization on the same split. Runs in the serving environment (matplotlib).
+matrix factorization on the same split. The cost of the pipeline: right after it, the plain
+training script (pipelines/training/plain.py: the same split, Transform and run_fns, no
+TFX) runs on the same split and overrides, and the report gives both wall times (each a
+whole process, start to exit) and their ratio. Runs in the serving environment
+(matplotlib).
 Writes reports/models/benchmark.{json,md,html} and learning_curves.png.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,12 +51,15 @@ MEASURES = {  # what each protocol reports: (name, key, published anchor, target
              ("ranking RMSE", "rmse", "", "")],
 }
 LOWER_IS_BETTER = {"rmse"}
+COST_TARGET = 3.0  # pipeline wall time at most this many times the plain script's
 
 
-def run_pipeline(workdir: Path, training_set: Path, split: str, fraction: float,
-                 overrides: list[str]) -> dict:
-    command = [str(TRAINING_PYTHON), "-m", "pipelines.training.run", "--workdir",
-               str(workdir), "--training-set", str(training_set), "--set", f"split={split}",
+def run_training(module: str, workdir: Path, training_set: Path, split: str,
+                 fraction: float, overrides: list[str]) -> tuple[float, str]:
+    """Runs a training entry point (the pipeline or the plain script) in the training
+    environment: its wall seconds, process start to exit, and what it printed."""
+    command = [str(TRAINING_PYTHON), "-m", module, "--workdir", str(workdir),
+               "--training-set", str(training_set), "--set", f"split={split}",
                "--set", f"train_fraction={fraction}"]
     for override in overrides:
         command += ["--set", override]
@@ -59,11 +67,39 @@ def run_pipeline(workdir: Path, training_set: Path, split: str, fraction: float,
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"error: the {split} pipeline run failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"error: {module} ({split}) failed:\n{result.stderr[-3000:]}")
+    return round(time.monotonic() - started, 1), result.stdout
+
+
+def component_seconds(output: str) -> dict[str, float]:
+    """The pipeline's per-component seconds from its progress lines (run.py)."""
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^\[\s*\d+/\d+\] (\S+)\s+([\d.]+)s", output, re.M)}
+
+
+def run_pipeline(workdir: Path, training_set: Path, split: str, fraction: float,
+                 overrides: list[str]) -> dict:
+    seconds, output = run_training("pipelines.training.run", workdir, training_set, split,
+                                   fraction, overrides)
     summary = json.loads((workdir / "last_run.json").read_text())
     return {**summary.get("retrieval", {}),
             "rmse": summary.get("ranking", {}).get("root_mean_squared_error"),
-            "pipeline_seconds": round(time.monotonic() - started, 1)}
+            "pipeline_seconds": seconds, "pipeline_components": component_seconds(output)}
+
+
+def run_plain(workdir: Path, training_set: Path, split: str, fraction: float,
+              overrides: list[str]) -> dict:
+    """The same training without TFX (pipelines/training/plain.py), timed likewise."""
+    seconds, _ = run_training("pipelines.training.plain", workdir, training_set, split,
+                              fraction, overrides)
+    summary = json.loads((workdir / "plain_run.json").read_text())
+    return {"plain_seconds": seconds, "plain_stages": summary["seconds"],
+            "plain_rmse": summary["metrics"]["ranking"].get("val_root_mean_squared_error")}
+
+
+def cost(model: dict, plain: dict) -> dict:
+    return {"pipeline_seconds": model["pipeline_seconds"], **plain,
+            "ratio": round(model["pipeline_seconds"] / plain["plain_seconds"], 2)}
 
 
 def baseline_metrics(train: pd.DataFrame, evaluation_rows: pd.DataFrame) -> dict:
@@ -140,7 +176,6 @@ def write_report(results: dict, out: Path) -> None:
                "published", "target"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    (out / "benchmark.md").write_text("\n".join(lines) + "\n")
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for protocol, found in results.items():
@@ -166,6 +201,29 @@ def write_report(results: dict, out: Path) -> None:
         "<!doctype html><title>Model benchmark</title><h1>MovieLens protocols</h1>"
         "<table border=1 cellpadding=4><tr>" + "".join(f"<th>{c}</th>" for c in columns)
         + f"</tr>{html_rows}</table><img src='learning_curves.png'>\n")
+    costs = [(protocol, found["cost"]) for protocol, found in results.items()
+             if "cost" in found]
+    if costs:
+        lines += ["", "| protocol | pipeline s | plain script s | ratio | target |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {protocol} | {c['pipeline_seconds']:.1f} | {c['plain_seconds']:.1f} | "
+                  f"{c['ratio']:.2f}x | <= {COST_TARGET:g}x |" for protocol, c in costs]
+        for protocol, c in costs:  # where the time goes, components of a second or more
+            parts = {k: v for k, v in results[protocol]["model"].get(
+                "pipeline_components", {}).items() if v >= 1.0}
+            lines.append(f"\n{protocol}: pipeline " + ", ".join(
+                f"{k} {v:.1f}s" for k, v in parts.items()) + "; plain script " + ", ".join(
+                f"{k} {v:.1f}s" for k, v in c["plain_stages"].items()))
+        html_costs = "".join(
+            f"<tr><td>{protocol}</td><td>{c['pipeline_seconds']:.1f}</td>"
+            f"<td>{c['plain_seconds']:.1f}</td><td>{c['ratio']:.2f}x</td></tr>"
+            for protocol, c in costs)
+        with open(out / "benchmark.html", "a") as f:
+            f.write("<h2>Cost: TFX pipeline vs plain training script (wall seconds, same "
+                    "run)</h2><table border=1 cellpadding=4><tr><th>protocol</th>"
+                    "<th>pipeline</th><th>plain script</th><th>ratio</th></tr>"
+                    f"{html_costs}</table>\n")
+    (out / "benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"report: {out}/benchmark.{{json,md,html}}, learning_curves.png")
 
@@ -180,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="pipeline config override for every run")
     parser.add_argument("--out", default=str(ROOT / "reports" / "models"))
+    parser.add_argument("--skip-cost", action="store_true",
+                        help="do not time the plain training script next to the pipeline")
     args = parser.parse_args(argv)
     try:
         training_set = Path(args.training_set)
@@ -197,10 +257,17 @@ def main(argv=None) -> int:
         print(f"{protocol}: {len(train):,} train / {len(evaluation_rows):,} eval; "
               "running the pipeline ...", flush=True)
         model = run_pipeline(workdir, training_set, protocol, fraction, args.set)
+        if not args.skip_cost:
+            print(f"{protocol}: running the plain training script ...", flush=True)
+            plain = run_plain(Path(args.workdir) / f"{protocol}-plain", training_set,
+                              protocol, fraction, args.set)
         results[protocol] = {"model": model,
+                             **({} if args.skip_cost else {"cost": cost(model, plain)}),
                              "baselines": baseline_metrics(train, evaluation_rows),
                              "curves": learning_curves(workdir)}
         print(f"{protocol}: model {json.dumps(model)}", flush=True)
+        if "cost" in results[protocol]:
+            print(f"{protocol}: cost {json.dumps(results[protocol]['cost'])}", flush=True)
     write_report(results, Path(args.out))
     return 0
 

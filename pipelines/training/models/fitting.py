@@ -1,11 +1,14 @@
 """Training loop shared by the Trainers: Keras fit in a few chunks, so the run records a
-learning curve (train and validation loss after each chunk) next to the model."""
+learning curve (train and validation loss after each chunk) next to the model.
+Under several workers every one fits; only the chief writes the curve."""
 from __future__ import annotations
 
 import json
 import os
 
 import tensorflow as tf
+
+from pipelines.training.models import distribution
 
 CURVE_POINTS = 10
 HISTORY_FILE = "history.json"
@@ -18,6 +21,8 @@ def fit(model: tf.keras.Model, train, evaluation, fn_args) -> dict:
     curve = {"steps": [(i + 1) * (fn_args.train_steps // points) for i in range(points)],
              **{name: [float(v) for v in values]
                 for name, values in history.history.items()}}
+    if not distribution.is_chief():
+        return curve
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
         f.write(json.dumps(curve))

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import fitting, inputs, towers
+from pipelines.training.models import distribution, fitting, inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -23,7 +23,7 @@ DEFAULTS = {"batch_size": 1024, "learning_rate": 0.01, "hidden_units": [128, 64]
             "l2": 5e-4, "dropout": 0.3}
 
 
-class RatingModel(tfrs.Model):
+class RatingModel(distribution.ReplicaScaledLoss, tfrs.Model):
     def __init__(self, sizes: dict[str, int], hp: dict, mean_rating: float):
         super().__init__()
         self.mean = mean_rating
@@ -40,7 +40,9 @@ class RatingModel(tfrs.Model):
                        tf.keras.layers.Dropout(hp["dropout"])]
         self.mlp = tf.keras.Sequential(hidden + [tf.keras.layers.Dense(1)])
         self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.MeanSquaredError(),
+            # the mean over the batch all the same (1-D labels); Keras refuses its
+            # automatic reduction under a distribution strategy
+            loss=tf.keras.losses.MeanSquaredError(reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.RootMeanSquaredError()])
 
     def call(self, features: dict, training: bool = False) -> tf.Tensor:
@@ -82,6 +84,7 @@ class RankingExport(tf.Module):
 
 
 def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
@@ -95,10 +98,11 @@ def run_fn(fn_args) -> None:
                                 hp["batch_size"], shuffle=False):
         total += float(tf.reduce_sum(batch[label]))
         count += float(tf.size(batch[label]))
-    model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    with strategy.scope():
+        model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
+        model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,
                            tf_transform_output.raw_feature_spec())
-    tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())
+    distribution.save_model(export, fn_args.serving_model_dir, export.signatures())

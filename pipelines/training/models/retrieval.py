@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import fitting, inputs, towers
+from pipelines.training.models import distribution, fitting, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -36,12 +36,14 @@ def item_frequencies(dataset, num_items: int) -> np.ndarray:
     return (counts + 1.0) / (counts.sum() + num_items)
 
 
-class TwoTower(tfrs.Model):
+class TwoTower(distribution.ReplicaScaledLoss, tfrs.Model):
     """In-batch softmax with logQ correction: popular items are over-represented as
     in-batch negatives, so each logit is corrected by the item's sampling probability.
     With the correction the loss approaches a full softmax, so an item's popularity is
     learnt, in a bias the dot product carries: the query gets a constant 1 appended,
     the candidate its item's bias."""
+
+    loss_is_sum = True  # TFRS Retrieval's default loss sums over the batch
 
     def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray):
         super().__init__()
@@ -114,6 +116,7 @@ class RetrievalExport(tf.Module):
 
 
 def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
     hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("retrieval", {})}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = towers.cardinalities(tf_transform_output)
@@ -125,10 +128,11 @@ def run_fn(fn_args) -> None:
     frequency = item_frequencies(
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
-    model = TwoTower(sizes, hp, frequency)
-    model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
+    with strategy.scope():
+        model = TwoTower(sizes, hp, frequency)
+        model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
 
     catalog = read_catalog(fn_args.custom_config["catalog"])
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
-    tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())
+    distribution.save_model(export, fn_args.serving_model_dir, export.signatures())
