@@ -47,15 +47,15 @@ class PipelineConfig:
     # the head: this share of the catalog, the most rated in train; the rest is long tail
     fairness_head_fraction: float = 0.2
     # retrieval Recall@10: largest minus smallest group's, and smallest / largest
-    fairness_max_recall_difference: float = 0.1
-    fairness_min_recall_ratio: float = 0.0
+    fairness_max_recall_difference: float = 0.05
+    fairness_min_recall_ratio: float = 0.5
     # exposure in the top 10: mean popularity percentile and long-tail share of the items
     # recommended, largest minus smallest group's
-    fairness_max_popularity_difference: float = 0.1
+    fairness_max_popularity_difference: float = 0.05
     fairness_max_long_tail_difference: float = 0.1
     # per group, total variation distance (0..1) between the genre mix of its
     # recommendations and of its training ratings
-    fairness_max_genre_gap: float = 0.5
+    fairness_max_genre_gap: float = 0.4
     # ranking RMSE: largest minus smallest group's
     fairness_max_rmse_difference: float = 0.3
     # the ranking model's RMSE must be below the item-mean baseline's (same run, same

@@ -30,6 +30,7 @@ from pipelines.features.tables import age_group
 from pipelines.training import evaluation
 
 ATTRIBUTES = ("gender", "age_group")
+REASON_PREFIX = "fairness: "  # marks the gate's own reasons among its upstream gates'
 SIZE = "size"  # the column of group sizes: users (retrieval) or ratings (ranking)
 
 

@@ -1,6 +1,8 @@
-"""A model card in Markdown (pure Python): what a model is, the data it came from, how
+"""A model card in Markdown: what a model is, the data it came from, how
 it scored overall, by slice and across user groups, and what it is (not) for."""
 from __future__ import annotations
+
+from pipelines.training.fairness import REASON_PREFIX
 
 INTENDED_USE = {
     "retrieval": (
@@ -26,6 +28,12 @@ LIMITATIONS = (
 )
 
 
+def _number(value) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 100:
+        return f"{int(value):,}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
 def _rows(table: dict[str, dict], columns: list[str]) -> list[str]:
     lines = ["| group | " + " | ".join(columns) + " |",
              "| --- |" + " --- |" * len(columns)]
@@ -33,15 +41,14 @@ def _rows(table: dict[str, dict], columns: list[str]) -> list[str]:
         cells = []
         for column in columns:
             value = values.get(column)
-            cells.append("" if value is None else f"{value:.4g}")
+            cells.append("" if value is None else _number(value))
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _metrics(metrics: dict) -> list[str]:
     lines = ["| metric | value |", "| --- | --- |"]
-    lines += [f"| {name} | {value:.4g} |" if isinstance(value, float)
-              else f"| {name} | {value} |" for name, value in metrics.items()
+    lines += [f"| {name} | {_number(value)} |" for name, value in metrics.items()
               if isinstance(value, (int, float)) and not isinstance(value, bool)]
     return lines
 
@@ -70,8 +77,9 @@ def markdown(name: str, version: str | None, destination: str, pushed: bool,
              "## Metrics (eval split)", "", *_metrics(overall), ""]
     if slices:
         names = sorted({m for values in slices.values() for m in values})
-        lines += ["### By slice (TFMA)", "", *_rows(slices, names), ""]
-    verdict = "every bound holds" if not fairness.get("reasons") else "bounds broken"
+        lines += ["### By slice (TFMA)", "", *_rows(dict(sorted(slices.items())), names), ""]
+    broken = [r for r in fairness.get("reasons", []) if r.startswith(REASON_PREFIX)]
+    verdict = "every bound holds" if not broken else "bounds broken: " + "; ".join(broken)
     lines += ["## Fairness across user groups", "",
               f"Gate: {verdict}; groups below {fairness.get('min_group_size')} are "
               f"reported, not gated. Full report: `{report}`.", "",

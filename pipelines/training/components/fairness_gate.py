@@ -81,7 +81,7 @@ def FairnessGate(
         raise ValueError(f"model_kind must be retrieval or ranking, got {model_kind!r}")
     bounds = json.loads(limits)
     reasons = upstream_reasons(upstream_blessing, upstream_name)
-    reasons += [f"fairness: {r}" for r in fairness.check_bounds(tables, bounds,
+    reasons += [fairness.REASON_PREFIX + r for r in fairness.check_bounds(tables, bounds,
                                                                 min_group_size)]
     metrics = {"model": model_kind, "min_group_size": min_group_size, "limits": bounds,
                "groups": fairness.as_json(tables)}

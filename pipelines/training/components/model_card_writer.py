@@ -23,7 +23,8 @@ CARD = "model_card.md"
 
 
 class ModelCard(tfx.dsl.Artifact):
-    TYPE_NAME = "ModelCard"
+    # <namespace>.<Name>: the form Kubeflow V2 needs for artifact types of our own
+    TYPE_NAME = "recsys.ModelCard"
 
 
 def _json(directory: str, name: str) -> dict:
@@ -65,7 +66,8 @@ def ModelCardWriter(
     pushed = pushed_model.get_int_custom_property("pushed") == 1
     version = pushed_model.get_string_custom_property("pushed_version") or None
     destination = pushed_model.get_string_custom_property("pushed_destination")
-    snapshot = _json(os.path.join(examples_dir, f"span-{examples.span}"), "snapshot.json")
+    span = examples.get_int_custom_property("span")  # ImportExampleGen records it so
+    snapshot = _json(os.path.join(examples_dir, f"span-{span}"), "snapshot.json")
     overall = {k: v for k, v in _json(gate_blessing.uri, "metrics.json").items()
                if k not in ("blessed", "reasons")}
     slices = {}
