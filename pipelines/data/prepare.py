@@ -29,7 +29,6 @@ import numpy as np
 
 from libs import feature_spec
 from pipelines.data.dataset import DataError
-from pipelines.features.tables import age_group
 
 COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
 # not model inputs: written so the evaluation can slice by them (TFMA slices on features)
@@ -48,7 +47,7 @@ def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
 
     specs = [(f.name, f.dtype) for f in feature_spec.FEATURES] + list(SLICE_COLUMNS.items())
-    rows = rows.assign(age_group=rows["age"].map(age_group))
+    rows = rows.assign(age_group=rows["age"].map(feature_spec.age_group))
     columns = [rows[name].tolist() for name, _ in specs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:

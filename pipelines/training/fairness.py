@@ -26,7 +26,6 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 
 from libs import feature_spec
-from pipelines.features.tables import age_group
 from pipelines.training import evaluation
 
 ATTRIBUTES = ("gender", "age_group")
@@ -60,7 +59,7 @@ def user_groups(users: Iterable, genders: Iterable, ages: Iterable) -> pd.DataFr
     rows = pd.DataFrame({"user_id": list(users),
                          "gender": [g.decode() if isinstance(g, bytes) else g
                                     for g in genders],
-                         "age_group": [age_group(int(a)) for a in ages]})
+                         "age_group": [feature_spec.age_group(int(a)) for a in ages]})
     return rows.drop_duplicates("user_id").set_index("user_id")
 
 
@@ -95,7 +94,7 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
 def _ordered(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
     """Groups in a readable order: age groups youngest first, others by name."""
     table.index = table.index.astype(str).rename(attribute)
-    ages = [age_group(a) for a in (0, *feature_spec.AGE_BOUNDARIES)]
+    ages = [feature_spec.age_group(a) for a in (0, *feature_spec.AGE_BOUNDARIES)]
 
     def key(group: str) -> tuple:
         return (ages.index(group) if group in ages else len(ages), group)
