@@ -177,7 +177,7 @@ def ranking_tables(ratings: np.ndarray, predictions: np.ndarray, baseline: np.nd
 def check_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
                  min_group_size: int) -> list[str]:
     """Why the tables break the bounds `limits` ({config field: limit}) set; [] if none.
-    A limit of None switches its bound off."""
+    Bounds missing from `limits` (the other model's) are not checked."""
     reasons = []
     for bound in BOUNDS:
         limit = limits.get(bound.field)

@@ -77,10 +77,10 @@ def html(model_kind: str, tables: dict[str, pd.DataFrame], limits: dict,
                      for b in fairness.BOUNDS if b.model == model_kind)
     quality = "recall_at_10" if model_kind == "retrieval" else "rmse"
     body = [f"<h1>Fairness of the {model_kind} model</h1>", verdict,
-            f"<p>Bounds (pipeline config; unset = off): <ul>{bounds}</ul>"
+            f"<div>Bounds (pipeline config): <ul>{bounds}</ul>"
             f"Groups with fewer than {min_group_size} "
             f"{'users' if model_kind == 'retrieval' else 'ratings'} are grey: reported, "
-            "not gated.</p>"]
+            "not gated.</div>"]
     for attribute, table in tables.items():
         labels = [str(g) for g in table.index]
         series = {quality: table[quality].tolist()}

@@ -17,6 +17,7 @@ import os
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from libs import feature_spec
 from pipelines.training import evaluation, fairness, fairness_report
 from pipelines.training.components import ranking_baseline_gate
 from pipelines.training.components.gate_blessing import upstream_reasons, write_blessing
@@ -53,7 +54,7 @@ def ranking_tables(examples, model_dir: str) -> dict:
     columns, predictions = ranking_baseline_gate.predict_eval(examples, model_dir)
     baseline = ranking_baseline_gate.baseline_predictions(examples, columns["item_id"])
     groups = fairness.user_groups(*(columns[n] for n in USER_COLUMNS))
-    return fairness.ranking_tables(columns["rating"], predictions, baseline,
+    return fairness.ranking_tables(columns[feature_spec.LABEL], predictions, baseline,
                                    columns["user_id"], groups)
 
 
