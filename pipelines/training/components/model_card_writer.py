@@ -85,5 +85,6 @@ def ModelCardWriter(
         with tf.io.gfile.GFile(path, "w") as f:
             f.write(text)
     card.set_string_custom_property("model_card", targets[-1])
-    card.set_int_custom_property("pushed", int(pushed))
+    # not "pushed": the lineage CLI reads that name as a PushedModel's
+    card.set_string_custom_property("model_version", version if pushed else "")
     print(f"ModelCardWriter({model_name}): {targets[-1]}", flush=True)
