@@ -77,3 +77,14 @@ def test_model_card_of_a_pushed_model_names_its_version():
     assert text.startswith("# Model card: retrieval version 17")
     assert "Pushed as version 17 to `/repo/retrieval/17`" in text
     assert "every bound holds" in text
+
+
+def test_tfma_slices_by_age_group_but_gates_overall_and_by_gender():
+    from pipelines.training.pipeline import _ranking_eval_config
+
+    eval_config = _ranking_eval_config(load())
+    assert [list(s.feature_keys) for s in eval_config.slicing_specs] == [
+        [], ["gender"], ["age_group"]]
+    rmse = eval_config.metrics_specs[0].metrics[0]
+    gated = [list(s.feature_keys) for t in rmse.per_slice_thresholds for s in t.slicing_specs]
+    assert gated == [[], ["gender"]]
