@@ -26,6 +26,18 @@ AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # MovieLens 1M's age groups
 GENRE_SEPARATOR = "|"
 
 
+def age_group(age: int) -> str:
+    """The spec's age buckets as labels: "<18", "18-24", ..., "56+" (the feature store's
+    user_profile.age_group; the evaluation's slices and fairness groups)."""
+    bounds = AGE_BOUNDARIES
+    if age < bounds[0]:
+        return f"<{bounds[0]}"
+    for low, high in zip(bounds, bounds[1:]):
+        if age < high:
+            return f"{low}-{high - 1}"
+    return f"{bounds[-1]}+"
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str

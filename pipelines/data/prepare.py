@@ -4,7 +4,8 @@ Input: a snapshot `training_sets/span-<S>/` (pipelines/features/training_set.py)
 ratings.parquet (one row per label event, columns of the feature spec), items.parquet
 (the item catalog the retrieval index holds) and snapshot.json.
 Output under `<out>/examples/span-<S>/`, which ImportExampleGen reads as span S:
-  train/*.tfrecord, eval/*.tfrecord   one tf.Example per rating, typed by the spec
+  train/*.tfrecord, eval/*.tfrecord   one tf.Example per rating, typed by the spec, plus
+                                      age_group (SLICE_COLUMNS) to slice evaluations by
   snapshot.json                       the training set's snapshot (span, content hash)
                                       plus the time cut-off, split sizes and a hash of
                                       the examples
@@ -30,6 +31,8 @@ from libs import feature_spec
 from pipelines.data.dataset import DataError
 
 COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
+# not model inputs: written so the evaluation can slice by them (TFMA slices on features)
+SLICE_COLUMNS = {"age_group": "string"}
 SPLITS = ("time", "random", "per_user")
 
 
@@ -43,7 +46,8 @@ def _write_examples(rows: pd.DataFrame, path: Path, progress) -> None:
             return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
 
-    specs = [(f.name, f.dtype) for f in feature_spec.FEATURES]
+    specs = [(f.name, f.dtype) for f in feature_spec.FEATURES] + list(SLICE_COLUMNS.items())
+    rows = rows.assign(age_group=rows["age"].map(feature_spec.age_group))
     columns = [rows[name].tolist() for name, _ in specs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:

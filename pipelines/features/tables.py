@@ -22,6 +22,7 @@ import re
 from datetime import datetime, timezone
 
 from libs import feature_spec
+from libs.feature_spec import age_group  # defined with the spec's boundaries
 
 RECENT_ITEMS = 10
 POPULARITY_WINDOW_DAYS = 30
@@ -96,17 +97,6 @@ def parse_rating(fields: dict) -> dict:
         raise RowError("rating", f"rating {rating} outside 1..5")
     return {"user_id": _id(fields, "user_id"), "item_id": _id(fields, "item_id"),
             "rating": rating, "timestamp": _int(fields, "timestamp", 0, 2**40)}
-
-
-def age_group(age: int) -> str:
-    """The spec's age buckets as labels: "<18", "18-24", ..., "56+"."""
-    bounds = feature_spec.AGE_BOUNDARIES
-    if age < bounds[0]:
-        return f"<{bounds[0]}"
-    for low, high in zip(bounds, bounds[1:]):
-        if age < high:
-            return f"{low}-{high - 1}"
-    return f"{bounds[-1]}+"
 
 
 def user_profile_row(user: dict) -> dict:

@@ -113,3 +113,15 @@ def top_items(scores: np.ndarray, index: Index, k: int,
     ordered = np.take_along_axis(best, np.argsort(
         -np.take_along_axis(scores, best, axis=1), axis=1), axis=1)
     return {user: list(index.items[row]) for user, row in zip(index.users, ordered)}
+
+
+def item_mean_ratings(train_items, train_ratings, eval_items, prior: float = 5.0
+                      ) -> np.ndarray:
+    """The rating baseline a ranking model must beat: each item's mean train rating,
+    damped towards the global mean by `prior` ratings (unrated items get the mean)."""
+    train = pd.DataFrame({"item": list(train_items), "rating": np.asarray(train_ratings,
+                                                                          float)})
+    mean = train.rating.mean()
+    stats = train.groupby("item").rating.agg(["sum", "count"])
+    damped = (stats["sum"] + prior * mean) / (stats["count"] + prior)
+    return pd.Series(list(eval_items)).map(damped).fillna(mean).to_numpy()

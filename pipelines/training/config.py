@@ -39,6 +39,29 @@ class PipelineConfig:
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01
     hyperparameters: dict[str, dict] = field(default_factory=dict)
+    # Fairness gates (pipelines/training/fairness.py), after each model's evaluator: per
+    # user group (gender, age group), a model is blessed only if the spread between groups
+    # stays within these bounds. Groups with fewer than fairness_min_group_size users
+    # (retrieval) or eval ratings (ranking) are reported but not gated.
+    fairness_min_group_size: int = 30
+    # the head: this share of the catalog, the most rated in train; the rest is long tail
+    fairness_head_fraction: float = 0.2
+    # retrieval Recall@10: largest minus smallest group's, and smallest / largest (the
+    # ratio transfers between data sets; the difference grows with the level of recall)
+    fairness_max_recall_difference: float = 0.1
+    fairness_min_recall_ratio: float = 0.4
+    # exposure in the top 10: mean popularity percentile and long-tail share of the items
+    # recommended, largest minus smallest group's
+    fairness_max_popularity_difference: float = 0.05
+    fairness_max_long_tail_difference: float = 0.1
+    # per group, total variation distance (0..1) between the genre mix of its
+    # recommendations and of its training ratings
+    fairness_max_genre_gap: float = 0.4
+    # ranking RMSE: largest minus smallest group's
+    fairness_max_rmse_difference: float = 0.3
+    # the ranking model's RMSE must be below the item-mean baseline's (same run, same
+    # eval split) by at least this much
+    ranking_min_rmse_gain_over_item_mean: float = 0.0
     # where the Beam components (statistics, Transform, evaluation) run: direct (this
     # machine), dataflow, flink or spark; beam_options are that runner's options
     # (BEAM_REQUIRED lists the ones each needs), beam_pipeline_args any extra flags
@@ -64,6 +87,19 @@ class PipelineConfig:
             if not self.beam_options.get(option):
                 raise ValueError(f"field 'beam_options.{option}' is required for "
                                  f"beam_runner {self.beam_runner}")
+        if self.fairness_min_group_size < 1:
+            raise ValueError(f"field 'fairness_min_group_size' must be at least 1, "
+                             f"got {self.fairness_min_group_size}")
+        for name in ("fairness_head_fraction", "fairness_min_recall_ratio",
+                     "fairness_max_recall_difference", "fairness_max_popularity_difference",
+                     "fairness_max_long_tail_difference", "fairness_max_genre_gap"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"field '{name}' must be between 0 and 1, "
+                                 f"got {getattr(self, name)}")
+        for name in ("fairness_max_rmse_difference", "ranking_min_rmse_gain_over_item_mean"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"field '{name}' must not be negative, "
+                                 f"got {getattr(self, name)}")
         unknown = set(self.hyperparameters) - {"retrieval", "ranking"}
         if unknown:
             raise ValueError(f"field 'hyperparameters': unknown model(s) {sorted(unknown)}; "
@@ -111,3 +147,8 @@ class PipelineConfig:
     @property
     def model_repo(self) -> str:
         return self._path("model_repo")
+
+    def fairness_limits(self, model: str) -> dict[str, float]:
+        """{config field: limit} of the fairness bounds on `model` (retrieval, ranking)."""
+        from pipelines.training.fairness import BOUNDS  # pandas and fairlearn: import late
+        return {b.field: getattr(self, b.field) for b in BOUNDS if b.model == model}

@@ -103,6 +103,7 @@ class Lineage:
         snapshot_path = os.path.join(input_base, f"span-{span}", "snapshot.json")
         snapshot = json.load(open(snapshot_path)) if os.path.exists(snapshot_path) else {}
         trainer_properties = _properties(trainer)
+        gates = self.gates(blessing)
         evaluator = self.producer(blessing)
         return {
             "model": name, "version": _properties(artifact)["pushed_version"],
@@ -111,7 +112,9 @@ class Lineage:
             "blessing": {k: v for k, v in _properties(blessing).items()
                          if k not in ("current_model", "state")},
             "evaluator": self.node(evaluator),
-            "evaluation": self.evaluation(evaluator),
+            "gates": [{"node": self.node(g), **_properties(b)} for g, b in gates],
+            "evaluation": next((e for e in (self.evaluation(g) for g, _ in gates) if e), {}),
+            "model_card": self.model_card(artifact),
             "trainer": {"node": self.node(trainer),
                         "train_args": json.loads(trainer_properties.get("train_args") or "{}"),
                         "custom_config": json.loads(
@@ -124,6 +127,28 @@ class Lineage:
                      "split": snapshot.get("split"), "train_rows": snapshot.get("train_rows"),
                      "eval_rows": snapshot.get("eval_rows")},
         }
+
+    def gates(self, blessing) -> list[tuple]:
+        """(execution, blessing) of every gate the model went through, first gate first:
+        each later gate names the blessing it followed as its `upstream_blessing`."""
+        chain = []
+        while blessing is not None:
+            gate = self.producer(blessing)
+            chain.insert(0, (gate, blessing))
+            blessing = (self.inputs(gate).get("upstream_blessing") or [None])[0]
+        return chain
+
+    def model_card(self, pushed) -> str | None:
+        """Where the model card written after this push is (model_card_writer.py)."""
+        for event in self.store.get_events_by_artifact_ids([pushed.id]):
+            if event.type != INPUT:
+                continue
+            consumer = self.store.get_executions_by_id([event.execution_id])[0]
+            outputs = self._linked(self.store.get_events_by_execution_ids([consumer.id]),
+                                   OUTPUT)
+            for card in outputs.get("card", []):
+                return _properties(card).get("model_card")
+        return None
 
     def evaluation(self, evaluator) -> dict:
         """TFMA's overall metrics, when the evaluator is TFMA's (the ranking model's)."""

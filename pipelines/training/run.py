@@ -72,7 +72,26 @@ def summarize(config: PipelineConfig) -> dict:
     for name in ("retrieval", "ranking"):
         version = newest(Path(config.model_repo) / name)
         summary.setdefault(name, {})["serving_version"] = int(version.name) if version else None
+        summary[name].update(final_gate(root, name))
     return summary
+
+
+def final_gate(root: Path, name: str) -> dict:
+    """The last gate's verdict (what the Pusher obeyed): blessed or why not, the fairness
+    report, the item-mean baseline (ranking) and the model card."""
+    out = {}
+    gate = newest(root / f"{name}_fairness" / "blessing")
+    if gate:
+        verdict = json.loads((gate / "metrics.json").read_text())
+        out["final_gate"] = {"blessed": verdict["blessed"], "reasons": verdict["reasons"],
+                             "fairness_report": verdict["report"]}
+    baseline = newest(root / f"{name}_baseline_gate" / "blessing")
+    if baseline:
+        out["item_mean_baseline"] = json.loads((baseline / "metrics.json").read_text())
+    card = newest(root / f"{name}_model_card" / "card")
+    if card:
+        out["model_card"] = str(card / "model_card.md")
+    return out
 
 
 def main(argv=None) -> int:

@@ -75,3 +75,16 @@ def test_the_newest_span_is_found_and_a_missing_set_is_named(tmp_path):
         split_of("by_moon", 0.8)
     with pytest.raises(DataError, match="not a training set"):
         prepare.prepare(tmp_path / "span-100", tmp_path / "out", progress=None)
+
+
+def test_examples_carry_the_age_group_to_slice_evaluations_by(tmp_path):
+    import tensorflow as tf
+
+    _, span = training_set(tmp_path / "set")
+    prepare.prepare(tmp_path / "set", tmp_path / "a", progress=None)
+    path = tmp_path / "a" / "examples" / f"span-{span}" / "eval" / "ratings.tfrecord"
+    for record in tf.data.TFRecordDataset(str(path)).take(20):
+        features = tf.train.Example.FromString(record.numpy()).features.feature
+        age = features["age"].int64_list.value[0]
+        assert features["age_group"].bytes_list.value[0].decode() == \
+            prepare.feature_spec.age_group(age)

@@ -53,10 +53,9 @@ def _top(serve, queries: dict, k: int) -> list[list]:
     return out
 
 
-def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dict:
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    accuracy = evaluation.top_k_accuracy(_top(serve, eval_columns, k),
-                                         eval_columns["item_id"])
+def unseen_recommendations(serve, eval_columns: dict, seen: dict) -> dict:
+    """Each eval user's top CUTOFF items not rated in train: the per-user lists Recall@10
+    and the fairness gate's exposure metrics are computed on."""
     # one query per eval user (their first eval rating's features), enough items to
     # fill the cut-off after removing what they rated in train
     first = {}
@@ -66,8 +65,15 @@ def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dic
     queries = {n: [eval_columns[n][first[u]] for u in users] for n in QUERY_FEATURES}
     depth = CUTOFF + max(len(seen.get(u, ())) for u in users)
     ranked = _top(serve, queries, depth)
-    recommended = {u: evaluation.unseen_top_k(r, seen.get(u, set()), CUTOFF)
-                   for u, r in zip(users, ranked)}
+    return {u: evaluation.unseen_top_k(r, seen.get(u, set()), CUTOFF)
+            for u, r in zip(users, ranked)}
+
+
+def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dict:
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    accuracy = evaluation.top_k_accuracy(_top(serve, eval_columns, k),
+                                         eval_columns["item_id"])
+    recommended = unseen_recommendations(serve, eval_columns, seen)
     recall, ndcg = evaluation.recall_ndcg_at_k(
         recommended, evaluation.by_user(eval_columns["user_id"], eval_columns["item_id"]),
         CUTOFF)

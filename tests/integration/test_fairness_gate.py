@@ -1,0 +1,50 @@
+"""The fairness gates compose with the other gates: the first run's models pass them and
+carry a model card and a fairness report; a model that breaks a configured bound stays
+out of the model repository, and the run names the bound."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.conftest import run_pipeline
+from tests.integration.test_data_validation import lineage
+
+MODELS = ("retrieval", "ranking")
+
+
+def test_pushed_models_carry_a_model_card_and_a_fairness_report(trained):
+    workdir, summary = trained
+    for name in MODELS:
+        gate = summary[name]["final_gate"]
+        assert gate["blessed"], gate["reasons"]
+        report = Path(gate["fairness_report"]).read_text()
+        assert "By gender" in report and "By age_group" in report and "<svg" in report
+        version = summary[name]["serving_version"]
+        card = (workdir / "model_repo" / name / str(version) / "model_card.md").read_text()
+        assert card.startswith(f"# Model card: {name} version {version}")
+        assert summary["snapshot"]["content_sha256"] in card
+        assert "## Fairness across user groups" in card and "### By age_group" in card
+    ranking = json.loads(lineage(workdir, "model", "ranking").stdout)
+    assert ranking["model_card"].endswith(
+        f"ranking/{summary['ranking']['serving_version']}/model_card.md")
+    assert [g["node"] for g in ranking["gates"]] == [
+        "ranking_evaluator", "ranking_baseline_gate", "ranking_fairness"]
+
+
+def test_a_model_breaking_a_fairness_bound_is_not_pushed_and_the_run_says_why(trained):
+    workdir, _ = trained
+    repo = workdir / "model_repo"
+    before = {name: sorted(p.name for p in (repo / name).iterdir()) for name in MODELS}
+    # no group's recommendations can match its taste exactly, nor two groups' RMSE
+    summary = run_pipeline(workdir, "fairness_max_genre_gap=0",
+                           "fairness_max_rmse_difference=0")
+    for name, field in (("retrieval", "fairness_max_genre_gap"),
+                        ("ranking", "fairness_max_rmse_difference")):
+        gate = summary[name]["final_gate"]
+        assert not gate["blessed"]
+        assert any(r.startswith("fairness: ") and field in r for r in gate["reasons"]), \
+            gate["reasons"]
+        card = Path(summary[name]["model_card"]).read_text()
+        assert "**Not pushed**" in card and field in card
+    after = {name: sorted(p.name for p in (repo / name).iterdir()) for name in MODELS}
+    assert after == before, "a model that broke a fairness bound reached the model repository"
