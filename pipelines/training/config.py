@@ -5,6 +5,9 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+from pipelines.training import search_space
+from pipelines.training.search_space import Dimension
+
 BEAM_RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
                 "flink": "FlinkRunner", "spark": "SparkRunner"}
 BEAM_REQUIRED = {"direct": (), "dataflow": ("project", "region", "temp_location"),
@@ -39,6 +42,18 @@ class PipelineConfig:
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01
     hyperparameters: dict[str, dict] = field(default_factory=dict)
+    # Hyperparameter search (TFX Tuner + KerasTuner random search), one per model with a
+    # search space. Off by default: a plain run trains with the best hyperparameters the
+    # latest search recorded in ML Metadata (explicit `hyperparameters` still win).
+    tune: bool = False
+    # model -> hyperparameter -> {choices: [...]} or {min, max, step, log}
+    tuning_search_space: dict[str, dict[str, Dimension]] = field(default_factory=dict)
+    tuning_max_trials: int = 4
+    # trials are short: they rank configurations, the Trainer then trains the best fully
+    tuning_steps_per_trial: int = 100
+    # stop starting new trials after this many minutes per model (0: no time budget)
+    tuning_max_minutes: float = 0.0
+    tuning_seed: int = 42
     # where the Beam components (statistics, Transform, evaluation) run: direct (this
     # machine), dataflow, flink or spark; beam_options are that runner's options
     # (BEAM_REQUIRED lists the ones each needs), beam_pipeline_args any extra flags
@@ -48,7 +63,7 @@ class PipelineConfig:
 
     def validate(self) -> None:
         for name in ("retrieval_train_steps", "ranking_train_steps", "eval_steps",
-                     "retrieval_k"):
+                     "retrieval_k", "tuning_max_trials", "tuning_steps_per_trial"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"field '{name}' must be positive, got {getattr(self, name)}")
         if self.split not in ("time", "random", "per_user"):
@@ -68,6 +83,26 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"field 'hyperparameters': unknown model(s) {sorted(unknown)}; "
                              "allowed: ranking, retrieval")
+        search_space.check(self.tuning_search_space)
+        if self.tuning_max_minutes < 0:
+            raise ValueError(f"field 'tuning_max_minutes' must not be negative, "
+                             f"got {self.tuning_max_minutes}")
+        if self.tune:
+            if not any(self.tuning_search_space.values()):
+                raise ValueError("field 'tune' is on but 'tuning_search_space' is empty")
+            for model, dimensions in self.tuning_search_space.items():
+                fixed = set(dimensions) & set(self.hyperparameters.get(model, {}))
+                if fixed:
+                    name = sorted(fixed)[0]
+                    raise ValueError(
+                        f"field 'hyperparameters.{model}.{name}' fixes a hyperparameter "
+                        f"that 'tuning_search_space.{model}.{name}' searches; remove one")
+
+    @property
+    def tuned_models(self) -> list[str]:
+        """Models this run searches hyperparameters for (none unless `tune`)."""
+        return [m for m in search_space.MODELS
+                if self.tune and self.tuning_search_space.get(m)]
 
     @property
     def beam_args(self) -> list[str]:

@@ -3,11 +3,14 @@
 ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> DataValidationGate
            -> Transform -> retrieval Trainer -> RetrievalEvaluator -> Pusher
                         -> ranking Trainer   -> Evaluator (TFMA)   -> Pusher
+Each Trainer's hyperparameters come from a Tuner (a tuning run) or from the latest
+Tuner's result in ML Metadata (any other run).
 Each evaluator compares the new model with the last blessed one of its kind and
 refuses to bless a worse one; only blessed models reach the model repository.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import tensorflow_model_analysis as tfma
@@ -20,6 +23,7 @@ from pipelines.training.config import PipelineConfig
 from pipelines.training.models import ranking
 
 MODELS = "pipelines.training.models"
+TUNED = "best_hyperparameters"  # the Tuner's output, and the resolver's
 
 
 def _ranking_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -61,6 +65,36 @@ def _pusher(model, blessing, model_repo: str, name: str):
     ).with_id(f"{name}_pusher")
 
 
+def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema):
+    """Where a Trainer's hyperparameters come from: this run's Tuner when the run tunes
+    the model, else the newest best_hyperparameters any earlier Tuner recorded in ML
+    Metadata (none before the first search: the Trainer uses its defaults). Either way
+    its output is `outputs[TUNED]`."""
+    if name in config.tuned_models:
+        return tfx.components.Tuner(
+            tuner_fn=f"{MODELS}.tuning.tuner_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema,
+            train_args=tfx.proto.TrainArgs(num_steps=config.tuning_steps_per_trial),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+            custom_config={"model": name, name: config.hyperparameters.get(name, {}),
+                           "tuning": {
+                               "search_space": {
+                                   k: dataclasses.asdict(v)
+                                   for k, v in config.tuning_search_space[name].items()},
+                               "max_trials": config.tuning_max_trials,
+                               "max_minutes": config.tuning_max_minutes,
+                               "seed": config.tuning_seed}},
+        ).with_id(f"{name}_tuner")
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        best_hyperparameters=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.HyperParameters,
+            producer_component_id=f"{name}_tuner", output_key=TUNED),
+    ).with_id(f"latest_{name}_hyperparameters")
+
+
 def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
     """`local`: ML Metadata in SQLite under the workdir; otherwise the orchestrator's
     (Kubeflow Pipelines, Vertex AI) own."""
@@ -87,20 +121,25 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
         preprocessing_fn=f"{MODELS}.preprocessing.preprocessing_fn")
     transform.add_upstream_node(data_gate)
 
-    def trainer(name: str, steps: int):
+    def trainer(name: str, steps: int, hyperparameters):
         return tfx.components.Trainer(
             run_fn=f"{MODELS}.{name}.run_fn",
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema,
+            hyperparameters=hyperparameters,
             train_args=tfx.proto.TrainArgs(num_steps=steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"catalog": config.catalog_file,
                            name: config.hyperparameters.get(name, {})},
         ).with_id(f"{name}_trainer")
 
-    retrieval_trainer = trainer("retrieval", config.retrieval_train_steps)
-    ranking_trainer = trainer("ranking", config.ranking_train_steps)
+    tuning = {name: _tuned_hyperparameters(config, name, transform, schema)
+              for name in ("retrieval", "ranking")}
+    retrieval_trainer = trainer("retrieval", config.retrieval_train_steps,
+                                tuning["retrieval"].outputs[TUNED])
+    ranking_trainer = trainer("ranking", config.ranking_train_steps,
+                              tuning["ranking"].outputs[TUNED])
 
     retrieval_baseline = _latest_blessed("retrieval_trainer", "retrieval_evaluator",
                                          "latest_blessed_retrieval")
@@ -123,6 +162,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
 
     components = [
         example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
+        tuning["retrieval"], tuning["ranking"],
         retrieval_trainer, retrieval_baseline, retrieval_evaluator,
         _pusher(retrieval_trainer.outputs["model"], retrieval_evaluator.outputs["blessing"],
                 config.model_repo, feature_spec.MODEL_NAMES.retrieval),

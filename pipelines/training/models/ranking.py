@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import fitting, inputs, towers
+from pipelines.training.models import fitting, hyperparameters, inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -81,9 +81,9 @@ class RankingExport(tf.Module):
         }
 
 
-def run_fn(fn_args) -> None:
-    hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+def build(hp: dict, fn_args, tf_transform_output):
+    """The compiled model and its training and evaluation data for these hyperparameters
+    (run_fn, and each of the Tuner's trials)."""
     train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
                            hp["batch_size"])
     evaluation = inputs.dataset(fn_args, fn_args.eval_files, tf_transform_output,
@@ -97,6 +97,13 @@ def run_fn(fn_args) -> None:
         count += float(tf.size(batch[label]))
     model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
     model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    return model, train, evaluation
+
+
+def run_fn(fn_args) -> None:
+    hp = hyperparameters.for_training(DEFAULTS, fn_args, "ranking")
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    model, train, evaluation = build(hp, fn_args, tf_transform_output)
     fitting.fit(model, train, evaluation, fn_args)
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,
