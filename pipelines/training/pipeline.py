@@ -92,7 +92,7 @@ def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema)
         best_hyperparameters=tfx.dsl.Channel(
             type=tfx.types.standard_artifacts.HyperParameters,
             producer_component_id=f"{name}_tuner", output_key=TUNED),
-    ).with_id(f"latest_{name}_hyperparameters")
+    ).with_id(f"latest_tuned_{name}")
 
 
 def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
