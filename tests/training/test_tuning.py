@@ -113,10 +113,26 @@ def oracle(max_trials=3, max_seconds=0.0):
         max_trials=max_trials, seed=1, hyperparameters=space)
 
 
+def test_the_first_trial_tries_the_current_values_where_the_space_holds_them():
+    current = {**ranking.DEFAULTS, "dropout": 0.3, "l2": 0.0005}
+    space = tuning.keras_space(current, {
+        "dropout": {"choices": [], "min": 0.1, "max": 0.5, "step": None, "log": False},
+        "l2": {"choices": [0.0001, 0.002], "min": None, "max": None, "step": None,
+               "log": False},
+        "hidden_units": {"choices": [[32], [128, 64]], "min": None, "max": None,
+                         "step": None, "log": False}})
+    search = tuning.BudgetedRandomSearch(
+        max_seconds=0, objective=keras_tuner.Objective("val_loss", "min"), max_trials=3,
+        seed=1, hyperparameters=space)
+    first = search.populate_space("0")["values"]
+    # 0.0005 is not among l2's choices: the first choice stands in for it
+    assert first == {"dropout": 0.3, "l2": 0.0001, "hidden_units": "[128, 64]"}
+
+
 def test_no_new_trial_starts_once_the_time_budget_is_spent():
-    search = oracle(max_seconds=0.05)
+    search = oracle(max_seconds=0.5)
     assert search.populate_space("0")["status"] == "RUNNING"
-    time.sleep(0.1)
+    time.sleep(0.6)
     assert search.populate_space("1")["status"] == "STOPPED" and search.out_of_time
 
 

@@ -75,27 +75,33 @@ def check_names(fixed: dict[str, dict], space: dict[str, dict[str, Dimension]]) 
             _check_dimension(defaults, where, name, dimension)
 
 
-def keras_space(defaults: dict, dimensions: dict[str, dict]) -> keras_tuner.HyperParameters:
-    """The configured dimensions as KerasTuner hyperparameters (integer ranges for
-    integer hyperparameters)."""
+def keras_space(current: dict, dimensions: dict[str, dict]) -> keras_tuner.HyperParameters:
+    """The configured dimensions as KerasTuner hyperparameters of the types of the
+    `current` values (integer ranges for integer hyperparameters), each defaulting to
+    its current value when that lies in the space."""
     space = keras_tuner.HyperParameters()
     for name, raw in sorted(dimensions.items()):
         dimension = Dimension(**raw)
         sampling = "log" if dimension.log else "linear"
+        value = hyperparameters.encode(current[name])
         if dimension.choices:
-            space.Choice(name, [hyperparameters.encode(v) for v in dimension.choices])
-        elif isinstance(defaults[name], int):
+            choices = [hyperparameters.encode(v) for v in dimension.choices]
+            space.Choice(name, choices, default=value if value in choices else None)
+            continue
+        default = value if dimension.min <= value <= dimension.max else None
+        if isinstance(current[name], int):
             space.Int(name, dimension.min, dimension.max, step=dimension.step,
-                      sampling=sampling)
+                      sampling=sampling, default=default)
         else:
             space.Float(name, float(dimension.min), float(dimension.max),
-                        step=dimension.step, sampling=sampling)
+                        step=dimension.step, sampling=sampling, default=default)
     return space
 
 
 class BudgetedRandomSearch(keras_tuner.oracles.RandomSearchOracle):
-    """Random search that starts no new trial once `max_seconds` have passed (a trial
-    under way finishes)."""
+    """Random search whose first trial is the space's defaults (the current values), so
+    the search shows what the others gain over them; it starts no new trial once
+    `max_seconds` have passed (a trial under way finishes)."""
 
     def __init__(self, max_seconds: float, **kwargs):
         super().__init__(**kwargs)
@@ -106,6 +112,9 @@ class BudgetedRandomSearch(keras_tuner.oracles.RandomSearchOracle):
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.out_of_time = True
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+        if not self.trials:
+            return {"status": trial_module.TrialStatus.RUNNING,
+                    "values": self.hyperparameters.values}
         return super().populate_space(trial_id)
 
 
@@ -188,13 +197,15 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     max_minutes, seed) and the model's explicit hyperparameters under its name."""
     model = fn_args.custom_config["model"]
     tuning = fn_args.custom_config["tuning"]
+    fixed = hyperparameters.explicit_values(fn_args, model)
     oracle = BudgetedRandomSearch(
         max_seconds=60 * tuning["max_minutes"],
         objective=keras_tuner.Objective(OBJECTIVES[model], direction="min"),
         max_trials=tuning["max_trials"], seed=tuning["seed"],
-        hyperparameters=keras_space(MODELS[model].DEFAULTS, tuning["search_space"]),
+        hyperparameters=keras_space({**MODELS[model].DEFAULTS, **fixed},
+                                    tuning["search_space"]),
         allow_new_entries=False, tune_new_entries=False)
-    tuner = ModelSearch(model, hyperparameters.explicit_values(fn_args, model), oracle,
+    tuner = ModelSearch(model, fixed, oracle,
                         directory=fn_args.working_dir, project_name=f"{model}_search",
                         overwrite=True)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
