@@ -143,7 +143,7 @@ def test_a_search_whose_trials_all_fail_fails_saying_why(tmp_path, capsys):
                                            "failed with: AttributeError"):
         tuner.search(fn_args=None, tf_transform_output=None)  # build() cannot read data
     progress = capsys.readouterr().out
-    assert "trial 1/2 FAILED" in progress and "trial 2/2 FAILED" in progress
+    assert "trial 1/2 FAILED: AttributeError" in progress and "trial 2/2 FAILED" in progress
 
 
 def test_a_plain_run_resolves_the_latest_search_and_a_tuning_run_searches(tmp_path):

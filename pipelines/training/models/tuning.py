@@ -152,9 +152,10 @@ class ModelSearch(base_tuner.BaseTuner):
             best = self.oracle.get_best_trials(1)[0].score
             outcome = f"{self.oracle.objective.name} {trial.score:.4f} (best {best:.4f})"
         else:  # KerasTuner goes on with the next trial; say why this one failed
-            outcome = f"FAILED {(trial.message or '').strip().splitlines()[-1:]}"
+            outcome = "FAILED: " + _last_line(trial.message)
+        current = " (current values)" if number == 1 else ""
         self._print(f"trial {number}/{self.oracle.max_trials} {outcome} "
-                    f"{time.monotonic() - self.trial_started:5.1f}s  {values}")
+                    f"{time.monotonic() - self.trial_started:5.1f}s  {values}{current}")
 
     def on_search_end(self):
         super().on_search_end()
@@ -163,7 +164,7 @@ class ModelSearch(base_tuner.BaseTuner):
             # no best hyperparameters to record: fail the run rather than record a guess
             last = [t.message for t in self.oracle.trials.values() if t.message][-1:]
             raise RuntimeError(f"tuning {self.model}: no trial completed"
-                               + (f"; the last failed with: {last[0].strip().splitlines()[-1]}"
+                               + (f"; the last failed with: {_last_line(last[0])}"
                                   if last else ""))
 
     def search_space_summary(self, extended=False):
@@ -179,6 +180,12 @@ class ModelSearch(base_tuner.BaseTuner):
         self._print(f"{len(done)} trials in {time.monotonic() - self.started:.0f}s{stop}; "
                     f"best {self.oracle.objective.name} {best.score:.4f}: "
                     + " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.values.items()))
+
+
+def _last_line(message: str | None) -> str:
+    """The exception line of a failed trial's traceback."""
+    lines = (message or "").strip().splitlines()
+    return lines[-1] if lines else "no message"
 
 
 def _short(value) -> str:
