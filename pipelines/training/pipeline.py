@@ -79,13 +79,15 @@ def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema)
             train_args=tfx.proto.TrainArgs(num_steps=config.tuning_steps_per_trial),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"model": name, name: config.hyperparameters.get(name, {}),
+                           "catalog": config.catalog_file,
                            "tuning": {
                                "search_space": {
                                    k: dataclasses.asdict(v)
                                    for k, v in config.tuning_search_space[name].items()},
                                "max_trials": config.tuning_max_trials,
                                "max_minutes": config.tuning_max_minutes,
-                               "seed": config.tuning_seed}},
+                               "seed": config.tuning_seed,
+                               "retrieval_k": config.retrieval_k}},
         ).with_id(f"{name}_tuner")
     return tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,

@@ -92,7 +92,8 @@ def hyperparameters_used(config: PipelineConfig, name: str) -> dict:
     results = newest(root / f"{name}_tuner" / "tuner_results")
     if name in config.tuned_models and results:
         trials = json.loads((results / "tuner_results.json").read_text())
-        used["search"] = {"objective": OBJECTIVES[name], "trials": trials}
+        used["search"] = {"objective": OBJECTIVES[name].name,
+                          "direction": OBJECTIVES[name].direction, "trials": trials}
     return used
 
 

@@ -45,8 +45,8 @@ def test_the_default_search_space_is_valid_for_both_models():
      "tuning_search_space.ranking.hidden_units.choices"),
     ({"retrieval": {"embedding_dim": {"min": 8.5, "max": 64}}},
      "tuning_search_space.retrieval.embedding_dim"),
-    ({"retrieval": {"batch_size": {"choices": [512, 1024]}}},
-     "tuning_search_space.retrieval.batch_size"),
+    ({"retrieval": {"optimizer": {"min": 0.1, "max": 1.0}}},
+     "tuning_search_space.retrieval.optimizer"),
     ({"rank": {"dropout": {"choices": [0.1]}}}, "tuning_search_space"),
 ])
 def test_a_bad_search_space_is_refused_naming_the_field(space, field):

@@ -17,16 +17,18 @@ import tensorflow_transform as tft
 from keras_tuner.engine import base_tuner, trial as trial_module
 from tfx import v1 as tfx
 
-from pipelines.training.models import hyperparameters, ranking, retrieval
+from libs.feature_spec import transformed_name
+from pipelines.training import evaluation
+from pipelines.training.models import hyperparameters, inputs, ranking, retrieval
 from pipelines.training.search_space import Dimension
 
 MODELS = {"retrieval": retrieval, "ranking": ranking}
-# What each search minimizes on the eval split: the retrieval model's in-batch softmax
-# loss, the ranking model's RMSE.
-OBJECTIVES = {"retrieval": "val_loss", "ranking": "val_root_mean_squared_error"}
-# The in-batch loss has one term per in-batch negative, so it is only comparable
-# between trials at one batch size.
-NOT_SEARCHABLE = {"retrieval": {"batch_size"}}
+# What each search optimizes on the eval split: for retrieval, top-k accuracy over the
+# whole catalog, the metric its gate checks (its validation loss, an in-batch softmax,
+# changes with the batch size and picked models the gate then refused); for ranking,
+# RMSE, the metric its gate checks.
+OBJECTIVES = {"retrieval": keras_tuner.Objective("val_top_k_accuracy", "max"),
+              "ranking": keras_tuner.Objective("val_root_mean_squared_error", "min")}
 
 
 def _kind(value) -> str:
@@ -69,9 +71,6 @@ def check_names(fixed: dict[str, dict], space: dict[str, dict[str, Dimension]]) 
             if name not in defaults:
                 raise ValueError(f"field '{where}': unknown hyperparameter; {model} has "
                                  f"{', '.join(sorted(defaults))}")
-            if name in NOT_SEARCHABLE.get(model, ()):
-                raise ValueError(f"field '{where}': {name} cannot be searched for {model}: "
-                                 f"its objective ({OBJECTIVES[model]}) depends on it")
             _check_dimension(defaults, where, name, dimension)
 
 
@@ -98,6 +97,24 @@ def keras_space(current: dict, dimensions: dict[str, dict]) -> keras_tuner.Hyper
     return space
 
 
+def catalog_top_k_accuracy(model, batches, tf_transform_output, catalog_file: str,
+                           k: int) -> float:
+    """Share of eval ratings whose item is among the retrieval model's top k over every
+    catalog item, scored as the RetrievalEvaluator scores (evaluation.top_k_accuracy)."""
+    item = transformed_name("item_id")
+    raw = inputs.raw_tensors(retrieval.read_catalog(catalog_file))
+    catalog = tf_transform_output.transform_features_layer()(inputs.as_column(raw))
+    candidates = model.candidate(catalog)
+    ids = tf.reshape(catalog[item], [-1])
+    top, truth = [], []
+    for batch in batches:
+        scores = tf.matmul(model.query(batch), candidates, transpose_b=True)
+        best = tf.math.top_k(scores, k=min(k, int(ids.shape[0]))).indices
+        top += tf.gather(ids, best).numpy().tolist()
+        truth += tf.reshape(batch[item], [-1]).numpy().tolist()
+    return evaluation.top_k_accuracy(top, truth)
+
+
 class BudgetedRandomSearch(keras_tuner.oracles.RandomSearchOracle):
     """Random search whose first trial is the space's defaults (the current values), so
     the search shows what the others gain over them; it starts no new trial once
@@ -121,9 +138,11 @@ class BudgetedRandomSearch(keras_tuner.oracles.RandomSearchOracle):
 class ModelSearch(base_tuner.BaseTuner):
     """Trains one model per trial, scores it on the eval split, prints progress."""
 
-    def __init__(self, model: str, fixed: dict, oracle, **kwargs):
+    def __init__(self, model: str, fixed: dict, oracle, catalog: str = "", k: int = 100,
+                 **kwargs):
         super().__init__(oracle=oracle, **kwargs)
         self.model, self.fixed = model, fixed
+        self.catalog, self.k = catalog, k  # retrieval's objective: top k over the catalog
         self.oracle.verbose = 0  # KerasTuner's own tables: our one line per trial instead
         self.started = self.trial_started = time.monotonic()
 
@@ -135,10 +154,15 @@ class ModelSearch(base_tuner.BaseTuner):
         module = MODELS[self.model]
         hp = {**module.DEFAULTS, **self.fixed,
               **hyperparameters.decode(module.DEFAULTS, trial.hyperparameters.values)}
-        model, train, evaluation = module.build(hp, fn_args, tf_transform_output)
+        model, train, eval_data = module.build(hp, fn_args, tf_transform_output)
+        eval_batches = eval_data.take(fn_args.eval_steps)
         history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-                            validation_data=evaluation.take(fn_args.eval_steps), verbose=0)
-        return {self.oracle.objective.name: history.history[OBJECTIVES[self.model]][-1]}
+                            validation_data=eval_batches, verbose=0)
+        metrics = {name: values[-1] for name, values in history.history.items()}
+        if self.model == "retrieval":
+            metrics["val_top_k_accuracy"] = catalog_top_k_accuracy(
+                model, eval_batches, tf_transform_output, self.catalog, self.k)
+        return {self.oracle.objective.name: metrics[self.oracle.objective.name]}
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -200,19 +224,20 @@ def _describe(hp) -> str:
 
 
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
-    """custom_config: model (retrieval or ranking), tuning (search_space, max_trials,
-    max_minutes, seed) and the model's explicit hyperparameters under its name."""
+    """custom_config: model (retrieval or ranking), catalog (the items file), tuning
+    (search_space, max_trials, max_minutes, seed, retrieval_k) and the model's explicit
+    hyperparameters under its name."""
     model = fn_args.custom_config["model"]
     tuning = fn_args.custom_config["tuning"]
     fixed = hyperparameters.explicit_values(fn_args, model)
     oracle = BudgetedRandomSearch(
-        max_seconds=60 * tuning["max_minutes"],
-        objective=keras_tuner.Objective(OBJECTIVES[model], direction="min"),
+        max_seconds=60 * tuning["max_minutes"], objective=OBJECTIVES[model],
         max_trials=tuning["max_trials"], seed=tuning["seed"],
         hyperparameters=keras_space({**MODELS[model].DEFAULTS, **fixed},
                                     tuning["search_space"]),
         allow_new_entries=False, tune_new_entries=False)
-    tuner = ModelSearch(model, fixed, oracle,
+    tuner = ModelSearch(model, fixed, oracle, catalog=fn_args.custom_config["catalog"],
+                        k=tuning["retrieval_k"],
                         directory=fn_args.working_dir, project_name=f"{model}_search",
                         overwrite=True)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
