@@ -76,7 +76,7 @@ def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema)
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema,
-            train_args=tfx.proto.TrainArgs(num_steps=config.tuning_steps_per_trial),
+            train_args=tfx.proto.TrainArgs(num_steps=config.steps_per_trial(name)),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"model": name, name: config.hyperparameters.get(name, {}),
                            "catalog": config.catalog_file,

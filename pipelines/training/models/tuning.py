@@ -192,7 +192,8 @@ class ModelSearch(base_tuner.BaseTuner):
                                   if last else ""))
 
     def search_space_summary(self, extended=False):
-        self._print(f"up to {self.oracle.max_trials} trials, minimizing "
+        self._print(f"up to {self.oracle.max_trials} trials, "
+                    f"{self.oracle.objective.direction}imizing "
                     f"{self.oracle.objective.name}; space: " + ", ".join(
                         f"{hp.name} {_describe(hp)}" for hp in self.oracle.get_space().space))
 
