@@ -46,7 +46,8 @@ def test_the_best_hyperparameters_of_a_search_train_the_next_plain_run(trained, 
         used = tuning[model]["hyperparameters"]
         trials = used["search"]["trials"]
         assert len(trials) == 2 and all(math.isfinite(t["score"]) for t in trials)
-        winner = min(trials, key=lambda t: t["score"])
+        pick = max if used["search"]["direction"] == "max" else min
+        winner = pick(trials, key=lambda t: t["score"])
         best[model] = as_trained({k: v for k, v in winner.items()
                                   if k not in ("trial_id", "score")})
         assert used["tuned"] == best[model]  # this run's Trainer already uses them
