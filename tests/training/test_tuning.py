@@ -158,7 +158,7 @@ def test_a_plain_run_resolves_the_latest_search_and_a_tuning_run_searches(tmp_pa
         "ranking": {"dropout": {"choices": [0.1, 0.2]}}})).components}
     assert "ranking_tuner" in tuned and "retrieval_tuner" not in tuned
     # trials as long as the Trainer's unless tuning_steps_per_trial says otherwise
-    assert tuned["ranking_tuner"].exec_properties["train_args"].num_steps == \
-        load().ranking_train_steps
+    train_args = json.loads(tuned["ranking_tuner"].exec_properties["train_args"])
+    assert int(train_args["num_steps"]) == load().ranking_train_steps
     assert "latest_tuned_retrieval" in tuned  # the model not searched keeps its last result
     assert "ranking_tuner" in {n.id for n in tuned["ranking_trainer"].upstream_nodes}
