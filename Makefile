@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -30,6 +30,8 @@ train: features  ## the TFX pipeline on the newest training set (MovieLens if pr
 train-plain: setup  ## train without TFX (plain Keras script, timed), to weigh the pipeline's cost
 	@test -n "$$(ls $(WORKDIR)/data/training_sets 2>/dev/null)" || $(MAKE) features
 	$(TRAINING_PY) -m pipelines.training.plain --workdir $(WORKDIR)/plain --training-set $(WORKDIR)/data/training_sets
+tune: features  ## the pipeline with hyperparameter search (budget: tuning_* in pipeline.yaml); later `make train` runs reuse the best
+	$(TRAINING_PY) -m pipelines.training.run --workdir $(WORKDIR) --set tune=true
 
 stream: setup  ## stream worker: rating events on a Redis Stream -> online features (REDIS=host:port)
 	$(SERVING_PY) -m pipelines.features.stream --set workdir=$(WORKDIR) $(if $(REDIS),--set redis=$(REDIS))

@@ -3,10 +3,13 @@
   python -m pipelines.training.lineage runs [--workdir var]
   python -m pipelines.training.lineage model retrieval|ranking [VERSION] [--workdir var]
                                        [--json]
+  python -m pipelines.training.lineage tuning [retrieval|ranking] [--workdir var] [--json]
 
 `model` walks back from a pushed version: push time, blessing and the evaluation behind
-it, the trainer's parameters, the Transform graph, the schema, and the examples' span
-with the training set's content hash (from the span's snapshot.json).
+it, the trainer's parameters and hyperparameters (with the hyperparameter search they
+came from), the Transform graph, the schema, and the examples' span with the training
+set's content hash (from the span's snapshot.json). `tuning` lists the hyperparameter
+searches: run, trials and their objective, the best values.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import sys
 from datetime import datetime, timezone
 
 INPUT, OUTPUT = 3, 4  # metadata_store_pb2.Event.Type
+BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # written by TFX's Tuner
+TUNER_RESULTS_FILE = "tuner_results.json"
+HYPERPARAMETERS_RECORD = "hyperparameters.json"  # models/hyperparameters.py, per Trainer
 
 
 def open_store(workdir: str):
@@ -41,6 +47,14 @@ def _properties(item) -> dict:
     out = {k: _value(v) for k, v in item.properties.items()}
     out.update({k: _value(v) for k, v in item.custom_properties.items()})
     return out
+
+
+def _read_json(directory: str, name: str):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _time(milliseconds: int) -> str:
@@ -72,6 +86,40 @@ class Lineage:
         contexts = self.store.get_contexts_by_execution(execution.id)
         return next((c.name.split(".")[-1] for c in contexts
                      if c.type_id == self.store.get_context_type("node").id), "")
+
+    def run(self, execution) -> str:
+        """The pipeline run (its run id) an execution belonged to."""
+        run_type = self.store.get_context_type("pipeline_run").id
+        return next((c.name for c in self.store.get_contexts_by_execution(execution.id)
+                     if c.type_id == run_type), "")
+
+    def search(self, best_hyperparameters) -> dict:
+        """The Tuner execution that produced a HyperParameters artifact, and its result."""
+        tuner = self.producer(best_hyperparameters)
+        outputs = self._linked(self.store.get_events_by_execution_ids([tuner.id]), OUTPUT)
+        results = outputs.get("tuner_results", [])
+        config = _read_json(best_hyperparameters.uri, BEST_HYPERPARAMETERS_FILE) or {}
+        return {"tuner": self.node(tuner), "run": self.run(tuner),
+                "finished": _time(tuner.last_update_time_since_epoch),
+                "artifact_id": best_hyperparameters.id, "uri": best_hyperparameters.uri,
+                "best": config.get("values", {}),
+                "trials": (_read_json(results[0].uri, TUNER_RESULTS_FILE) or []) if results
+                else []}
+
+    def searches(self, model: str = "") -> list[dict]:
+        found = [self.search(a) for a in
+                 self.store.get_artifacts_by_type("HyperParameters")]
+        return sorted((s for s in found if not model or s["tuner"] == f"{model}_tuner"),
+                      key=lambda s: s["artifact_id"])
+
+    def hyperparameters(self, trainer, trainer_inputs) -> dict:
+        """What a Trainer trained with, and the search its tuned values came from."""
+        outputs = self._linked(self.store.get_events_by_execution_ids([trainer.id]), OUTPUT)
+        runs = outputs.get("model_run", [])
+        used = (_read_json(runs[0].uri, HYPERPARAMETERS_RECORD) or {}) if runs else {}
+        tuned = trainer_inputs.get("hyperparameters", [])
+        used["search"] = self.search(tuned[0]) if tuned else None
+        return used
 
     def pushed(self, model: str) -> list:
         pushed = [a for a in self.store.get_artifacts_by_type("PushedModel")
@@ -118,7 +166,8 @@ class Lineage:
             "trainer": {"node": self.node(trainer),
                         "train_args": json.loads(trainer_properties.get("train_args") or "{}"),
                         "custom_config": json.loads(
-                            trainer_properties.get("custom_config") or "{}")},
+                            trainer_properties.get("custom_config") or "{}"),
+                        "hyperparameters": self.hyperparameters(trainer, trainer_inputs)},
             "transform_graph": trainer_inputs["transform_graph"][0].uri,
             "schema": trainer_inputs["schema"][0].uri,
             "data": {"span": span, "examples": raw_examples.uri,
@@ -186,16 +235,33 @@ def main(argv=None) -> int:
     model = commands.add_parser("model", help="lineage of a pushed model version")
     model.add_argument("name", choices=["retrieval", "ranking"])
     model.add_argument("version", nargs="?", default="", help="default: the newest pushed")
+    tuning = commands.add_parser("tuning", help="hyperparameter searches and their results")
+    tuning.add_argument("name", nargs="?", default="", choices=["", "retrieval", "ranking"])
     args = parser.parse_args(argv)
     try:
         lineage = Lineage(open_store(args.workdir))
-        result = lineage.runs() if args.command == "runs" else lineage.model(args.name,
-                                                                             args.version)
+        if args.command == "runs":
+            result = lineage.runs()
+        elif args.command == "tuning":
+            result = lineage.searches(args.name)
+        else:
+            result = lineage.model(args.name, args.version)
     except (FileNotFoundError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json or args.command == "model":
         print(json.dumps(result, indent=2, default=str))
+    elif args.command == "tuning":
+        for search in result:
+            best = " ".join(f"{k}={v}" for k, v in search["best"].items())
+            print(f"{search['run']}  {search['tuner']}  finished {search['finished']}  "
+                  f"{len(search['trials'])} trials  best: {best}")
+            for trial in search["trials"]:  # best first
+                values = " ".join(f"{k}={v}" for k, v in trial.items()
+                                  if k not in ("trial_id", "score"))
+                print(f"    trial {trial['trial_id']}  score {trial['score']:.4f}  {values}")
+        if not result:
+            print("no hyperparameter search recorded")
     else:
         for run in result:
             print(f"{run['run']}  started {run['started']}  {run['executions']} executions  "

@@ -5,6 +5,8 @@ ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> DataValidationGa
                                                 -> Pusher -> ModelCardWriter
                         -> ranking Trainer   -> Evaluator (TFMA) -> RankingBaselineGate
                                                 -> FairnessGate -> Pusher -> ModelCardWriter
+Each Trainer's hyperparameters come from a Tuner (a tuning run) or from the latest
+Tuner's result in ML Metadata (any other run).
 Each evaluator compares the new model with the last blessed one of its kind and
 refuses to bless a worse one; each later gate blesses only what the gate before it
 blessed, and the Pushers and the last-blessed-model resolvers read the last gate's
@@ -12,6 +14,7 @@ blessing, so only a model that passed every gate reaches the model repository.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -28,6 +31,7 @@ from pipelines.training.config import PipelineConfig
 from pipelines.training.models import ranking
 
 MODELS = "pipelines.training.models"
+TUNED = "best_hyperparameters"  # the Tuner's output, and the resolver's
 
 
 def _ranking_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -75,6 +79,38 @@ def _pusher(model, blessing, model_repo: str, name: str):
     ).with_id(f"{name}_pusher")
 
 
+def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema):
+    """Where a Trainer's hyperparameters come from: this run's Tuner when the run tunes
+    the model, else the newest best_hyperparameters any earlier Tuner recorded in ML
+    Metadata (none before the first search: the Trainer uses its defaults). Either way
+    its output is `outputs[TUNED]`."""
+    if name in config.tuned_models:
+        return tfx.components.Tuner(
+            tuner_fn=f"{MODELS}.tuning.tuner_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema,
+            train_args=tfx.proto.TrainArgs(num_steps=config.steps_per_trial(name)),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+            custom_config={"model": name, name: config.hyperparameters.get(name, {}),
+                           "catalog": config.catalog_file,
+                           "tuning": {
+                               "search_space": {
+                                   k: dataclasses.asdict(v)
+                                   for k, v in config.tuning_search_space[name].items()},
+                               "max_trials": config.tuning_max_trials,
+                               "max_minutes": config.tuning_max_minutes,
+                               "seed": config.tuning_seed,
+                               "retrieval_k": config.retrieval_k}},
+        ).with_id(f"{name}_tuner")
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        best_hyperparameters=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.HyperParameters,
+            producer_component_id=f"{name}_tuner", output_key=TUNED),
+    ).with_id(f"latest_tuned_{name}")
+
+
 def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipeline:
     """`local`: ML Metadata in SQLite under the workdir; otherwise the orchestrator's
     (Kubeflow Pipelines, Vertex AI) own."""
@@ -104,20 +140,25 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
         disable_statistics=True)
     transform.add_upstream_node(data_gate)
 
-    def trainer(name: str, steps: int):
+    def trainer(name: str, steps: int, hyperparameters):
         return tfx.components.Trainer(
             run_fn=f"{MODELS}.{name}.run_fn",
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema,
+            hyperparameters=hyperparameters,
             train_args=tfx.proto.TrainArgs(num_steps=steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"catalog": config.catalog_file,
                            name: config.hyperparameters.get(name, {})},
         ).with_id(f"{name}_trainer")
 
-    retrieval_trainer = trainer("retrieval", config.retrieval_train_steps)
-    ranking_trainer = trainer("ranking", config.ranking_train_steps)
+    tuning = {name: _tuned_hyperparameters(config, name, transform, schema)
+              for name in ("retrieval", "ranking")}
+    retrieval_trainer = trainer("retrieval", config.retrieval_train_steps,
+                                tuning["retrieval"].outputs[TUNED])
+    ranking_trainer = trainer("ranking", config.ranking_train_steps,
+                              tuning["ranking"].outputs[TUNED])
 
     retrieval_baseline = _latest_blessed("retrieval_trainer", "retrieval_fairness",
                                          "latest_blessed_retrieval")
@@ -173,6 +214,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
 
     components = [
         example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
+        tuning["retrieval"], tuning["ranking"],
         retrieval_trainer, retrieval_baseline, retrieval_evaluator, retrieval_fairness,
         retrieval_pusher,
         model_card("retrieval", retrieval_pusher, retrieval_evaluator, retrieval_fairness),

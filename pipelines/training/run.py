@@ -30,21 +30,25 @@ from pipelines.training.config import PipelineConfig  # noqa: E402
 DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 
 
-def _show_component_progress(total: int) -> None:
-    """Prints one line per finished component (LocalDagRunner runs them in order)."""
+def _show_component_progress(total: int) -> dict[str, float]:
+    """Prints one line per finished component (LocalDagRunner runs them in order);
+    returns the seconds each took, filled in as they finish."""
     from tfx.orchestration.portable import launcher
 
     launch, started, done = launcher.Launcher.launch, time.monotonic(), []
+    seconds: dict[str, float] = {}
 
     def launch_with_progress(self):
         name, begin = self._pipeline_node.node_info.id, time.monotonic()
         result = launch(self)
         done.append(name)
+        seconds[name] = round(time.monotonic() - begin, 1)
         print(f"[{len(done):2d}/{total}] {name:26s} {time.monotonic() - begin:6.1f}s "
               f"(total {time.monotonic() - started:4.0f}s)", flush=True)
         return result
 
     launcher.Launcher.launch = launch_with_progress
+    return seconds
 
 
 def newest(directory: Path) -> Path | None:
@@ -73,6 +77,7 @@ def summarize(config: PipelineConfig) -> dict:
         version = newest(Path(config.model_repo) / name)
         summary.setdefault(name, {})["serving_version"] = int(version.name) if version else None
         summary[name].update(final_gate(root, name))
+        summary[name]["hyperparameters"] = hyperparameters_used(config, name)
     return summary
 
 
@@ -92,6 +97,23 @@ def final_gate(root: Path, name: str) -> dict:
     if card:
         out["model_card"] = str(card / "model_card.md")
     return out
+
+
+def hyperparameters_used(config: PipelineConfig, name: str) -> dict:
+    """What the model's Trainer trained with (its record beside the model: values, and
+    which came tuned and which explicit) and, when this run searched, every trial."""
+    from pipelines.training.models.hyperparameters import RECORD_FILE
+    from pipelines.training.models.tuning import OBJECTIVES
+
+    root = Path(config.pipeline_root)
+    run = newest(root / f"{name}_trainer" / "model_run")
+    used = json.loads((run / RECORD_FILE).read_text()) if run else {}
+    results = newest(root / f"{name}_tuner" / "tuner_results")
+    if name in config.tuned_models and results:
+        trials = json.loads((results / "tuner_results.json").read_text())
+        used["search"] = {"objective": OBJECTIVES[name].name,
+                          "direction": OBJECTIVES[name].direction, "trials": trials}
+    return used
 
 
 def main(argv=None) -> int:
@@ -115,6 +137,8 @@ def main(argv=None) -> int:
         start = time.monotonic()
         if not config.training_set:
             config.training_set = str(prepare.newest_training_set(config.training_sets_dir))
+        from pipelines.training.models import tuning
+        tuning.check_names(config.hyperparameters, config.tuning_search_space)
         snapshot = prepare.prepare(config.training_set, config.data_out,
                                    config.train_fraction, config.split, config.split_seed)
     except (config_lib.ConfigError, DataError, ValueError) as err:
@@ -125,7 +149,7 @@ def main(argv=None) -> int:
     from pipelines.training.pipeline import create_pipeline
 
     pipeline = create_pipeline(config)
-    _show_component_progress(len(pipeline.components))
+    component_seconds = _show_component_progress(len(pipeline.components))
     logging.getLogger().setLevel(logging.WARNING)
     print(f"pipeline: {len(pipeline.components)} components, "
           f"span {snapshot['span']}, training set sha256 {snapshot['content_sha256'][:12]}",
@@ -137,7 +161,7 @@ def main(argv=None) -> int:
         return 1
 
     summary = {"snapshot": snapshot, "wall_seconds": round(time.monotonic() - start, 1),
-               **summarize(config)}
+               "component_seconds": component_seconds, **summarize(config)}
     Path(config.workdir, "last_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import distribution, fitting, inputs, towers
+from pipelines.training.models import distribution, fitting, hyperparameters, inputs, towers
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -83,10 +83,9 @@ class RankingExport(tf.Module):
         }
 
 
-def run_fn(fn_args) -> None:
-    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
-    hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("ranking", {})}
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+def build(hp: dict, fn_args, tf_transform_output):
+    """The compiled model and its training and evaluation data for these hyperparameters
+    (run_fn, and each of the Tuner's trials)."""
     train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
                            hp["batch_size"])
     evaluation = inputs.dataset(fn_args, fn_args.eval_files, tf_transform_output,
@@ -98,9 +97,17 @@ def run_fn(fn_args) -> None:
                                 hp["batch_size"], shuffle=False):
         total += float(tf.reduce_sum(batch[label]))
         count += float(tf.size(batch[label]))
+    model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
+    model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    return model, train, evaluation
+
+
+def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
+    hp = hyperparameters.for_training(DEFAULTS, fn_args, "ranking")
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     with strategy.scope():
-        model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
-        model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+        model, train, evaluation = build(hp, fn_args, tf_transform_output)
     fitting.fit(model, train, evaluation, fn_args)
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,

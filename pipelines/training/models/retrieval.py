@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import distribution, fitting, inputs, towers
+from pipelines.training.models import distribution, fitting, hyperparameters, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -115,10 +115,9 @@ class RetrievalExport(tf.Module):
         }
 
 
-def run_fn(fn_args) -> None:
-    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
-    hp = {**DEFAULTS, **(fn_args.custom_config or {}).get("retrieval", {})}
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+def build(hp: dict, fn_args, tf_transform_output):
+    """The compiled model and its training and evaluation data for these hyperparameters
+    (run_fn, and each of the Tuner's trials)."""
     sizes = towers.cardinalities(tf_transform_output)
     train = inputs.dataset(fn_args, fn_args.train_files, tf_transform_output,
                            hp["batch_size"])
@@ -128,9 +127,17 @@ def run_fn(fn_args) -> None:
     frequency = item_frequencies(
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
+    model = TwoTower(sizes, hp, frequency)
+    model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
+    return model, train, evaluation
+
+
+def run_fn(fn_args) -> None:
+    strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
+    hp = hyperparameters.for_training(DEFAULTS, fn_args, "retrieval")
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     with strategy.scope():
-        model = TwoTower(sizes, hp, frequency)
-        model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
+        model, train, evaluation = build(hp, fn_args, tf_transform_output)
     fitting.fit(model, train, evaluation, fn_args)
 
     catalog = read_catalog(fn_args.custom_config["catalog"])
