@@ -67,7 +67,9 @@ class WorkerProcess:
                      if row.startswith(line)), 0.0)
 
 
-def wait_for(check, seconds: float = 20.0):
+def wait_for(check, seconds: float = 60.0):
+    """The first truthy value of check(); generous, since it returns as soon as it holds
+    and the machine running the tests may be busy."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = check()
