@@ -23,7 +23,10 @@ from pipelines.training.models import fitting, inputs, towers
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
 DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
-            "embedding_dim": 32, "hidden_units": [], "l2": 0.0}
+            "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "catalog",
+            "query_features": list(QUERY_FEATURES), "history_dropout": 0.0,
+            "id_embedding_dim": 32}
+NEGATIVES = ("catalog", "in_batch")
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 
 
@@ -37,19 +40,39 @@ def item_frequencies(dataset, num_items: int) -> np.ndarray:
 
 
 class TwoTower(tfrs.Model):
-    """In-batch softmax with logQ correction: popular items are over-represented as
-    in-batch negatives, so each logit is corrected by the item's sampling probability.
-    With the correction the loss approaches a full softmax, so an item's popularity is
-    learnt, in a bias the dot product carries: the query gets a constant 1 appended,
-    the candidate its item's bias."""
+    """Softmax over items, so an item's popularity is learnt, in a bias the dot product
+    carries: the query gets a constant 1 appended, the candidate its item's bias.
+    Negatives (hp "negatives"):
+      catalog   every catalog item (a full softmax: cheap for thousands of items)
+      in_batch  the batch's other items, each logit corrected by the item's sampling
+                probability (logQ), which approaches the full softmax for large catalogs
+    """
 
-    def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray):
+    def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray,
+                 catalog: dict[str, tf.Tensor]):
         super().__init__()
+        if hp["negatives"] not in NEGATIVES:
+            raise ValueError(f"retrieval hyperparameter 'negatives' must be one of "
+                             f"{NEGATIVES}, got {hp['negatives']!r}")
+        unknown = set(hp["query_features"]) - set(QUERY_FEATURES)
+        if unknown:
+            raise ValueError(f"retrieval hyperparameter 'query_features': {sorted(unknown)} "
+                             f"are not retrieval inputs {QUERY_FEATURES}")
+        self.negatives = hp["negatives"]
         self.item_frequency = tf.constant(item_frequency, tf.float32)
+        # transformed candidate features of every catalog item, and each item index's
+        # catalog row (the softmax label)
+        self.catalog = catalog
+        indices = catalog[transformed_name("item_id")].numpy().reshape(-1)
+        row = np.zeros(sizes["item_id"], np.int64)
+        row[indices[::-1]] = np.arange(len(indices))[::-1]  # first row of each index
+        self.catalog_row = tf.constant(row)
         layers = (*hp["hidden_units"], hp["embedding_dim"])
-        self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, hp["l2"],
-                                        name="query_tower")
+        self.query_tower = towers.Tower(tuple(hp["query_features"]), sizes, layers, hp["l2"],
+                                        history_dropout=hp["history_dropout"],
+                                        id_dim=hp["id_embedding_dim"], name="query_tower")
         self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers, hp["l2"],
+                                            id_dim=hp["id_embedding_dim"],
                                             name="candidate_tower")
         self.item_bias = tf.keras.layers.Embedding(sizes["item_id"], 1,
                                                    embeddings_initializer="zeros",
@@ -57,8 +80,8 @@ class TwoTower(tfrs.Model):
         # Metrics over the whole catalog are slow; the retrieval evaluator computes them.
         self.task = tfrs.tasks.Retrieval()
 
-    def query(self, features) -> tf.Tensor:
-        embedding = self.query_tower(features)
+    def query(self, features, training: bool = False) -> tf.Tensor:
+        embedding = self.query_tower(features, training=training)
         return tf.concat([embedding, tf.ones_like(embedding[:, :1])], axis=1)
 
     def candidate(self, features) -> tf.Tensor:
@@ -66,9 +89,14 @@ class TwoTower(tfrs.Model):
         return tf.concat([self.candidate_tower(features), bias], axis=1)
 
     def compute_loss(self, features, training=False):
-        probability = tf.gather(self.item_frequency,
-                                tf.reshape(features[transformed_name("item_id")], [-1]))
-        return self.task(self.query(features), self.candidate(features),
+        item = tf.reshape(features[transformed_name("item_id")], [-1])
+        if self.negatives == "catalog":
+            logits = tf.matmul(self.query(features, training), self.candidate(self.catalog),
+                               transpose_b=True)
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.gather(self.catalog_row, item), logits))
+        probability = tf.gather(self.item_frequency, item)
+        return self.task(self.query(features, training), self.candidate(features),
                          candidate_sampling_probability=probability,
                          compute_metrics=not training)
 
@@ -125,10 +153,12 @@ def run_fn(fn_args) -> None:
     frequency = item_frequencies(
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
-    model = TwoTower(sizes, hp, frequency)
+    catalog = read_catalog(fn_args.custom_config["catalog"])
+    tft_layer = tf_transform_output.transform_features_layer()
+    model = TwoTower(sizes, hp, frequency,
+                     tft_layer(inputs.as_column(inputs.raw_tensors(catalog))))
     model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
     fitting.fit(model, train, evaluation, fn_args)
 
-    catalog = read_catalog(fn_args.custom_config["catalog"])
-    export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
+    export = RetrievalExport(tft_layer, model, catalog)
     tf.saved_model.save(export, fn_args.serving_model_dir, signatures=export.signatures())
