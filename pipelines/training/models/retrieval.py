@@ -1,7 +1,9 @@
 """Two-tower retrieval model (TensorFlow Recommenders), TFX Trainer `run_fn`.
 
-Query tower: user id, demographics and time context. Candidate tower: item id, genres
-and release year. Trained with in-batch softmax; exported with a BruteForce top-k index
+Query tower: the user's history (mean embedding of the items they rated), demographics
+and time context. Candidate tower: item id, genres and release year. Trained with a
+softmax over the whole catalog, the user's other rated items masked out (serving drops
+them anyway), items of the history dropped at random; exported with a BruteForce top-k index
 over every catalog item, built from the candidate tower after training, so serving is one
 call: raw user features in, item ids and scores out. Only stock TensorFlow ops are in the
 graph, so TF Serving loads it.
@@ -22,9 +24,12 @@ from pipelines.training.models import fitting, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
-DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
+# user_id is left out of the query tower: with the history it lets the model memorize
+# each user's items instead of learning from the history (Recall@10 0.205 -> 0.174)
+DEFAULTS = {"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.005,
             "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "catalog",
-            "query_features": list(QUERY_FEATURES), "history_dropout": 0.0,
+            "query_features": [n for n in QUERY_FEATURES if n != "user_id"],
+            "history_dropout": 0.5, "mask_history": True, "equal_users": False,
             "id_embedding_dim": 32}
 NEGATIVES = ("catalog", "in_batch")
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
@@ -59,6 +64,8 @@ class TwoTower(tfrs.Model):
             raise ValueError(f"retrieval hyperparameter 'query_features': {sorted(unknown)} "
                              f"are not retrieval inputs {QUERY_FEATURES}")
         self.negatives = hp["negatives"]
+        self.equal_users = hp["equal_users"]
+        self.mask_history = hp["mask_history"]
         self.item_frequency = tf.constant(item_frequency, tf.float32)
         # transformed candidate features of every catalog item, and each item index's
         # catalog row (the softmax label)
@@ -88,13 +95,33 @@ class TwoTower(tfrs.Model):
         bias = self.item_bias(tf.reshape(features[transformed_name("item_id")], [-1]))
         return tf.concat([self.candidate_tower(features), bias], axis=1)
 
+    def _without_history(self, logits: tf.Tensor, features: dict) -> tf.Tensor:
+        """Logits with the user's other rated items out of the softmax: serving removes
+        what the user rated, so the model need not rank them below the target."""
+        history = features[transformed_name("rated_items")]
+        rows = tf.gather(self.catalog_row, tf.maximum(history, 0))
+        batch = tf.broadcast_to(tf.range(tf.shape(history)[0], dtype=tf.int64)[:, None],
+                                tf.shape(history))
+        valid = history >= 0
+        positions = tf.stack([tf.boolean_mask(batch, valid), tf.boolean_mask(rows, valid)], 1)
+        rated = tf.scatter_nd(positions, tf.ones(tf.shape(positions)[:1]),
+                              tf.shape(logits, out_type=tf.int64))
+        return tf.where(rated > 0, tf.constant(-1e9, logits.dtype), logits)
+
     def compute_loss(self, features, training=False):
         item = tf.reshape(features[transformed_name("item_id")], [-1])
         if self.negatives == "catalog":
             logits = tf.matmul(self.query(features, training), self.candidate(self.catalog),
                                transpose_b=True)
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                tf.gather(self.catalog_row, item), logits))
+            if self.mask_history:
+                logits = self._without_history(logits, features)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.gather(self.catalog_row, item), logits)
+            if self.equal_users:  # each user's ratings weigh 1 / (its history + 1)
+                history = features[transformed_name("rated_items")]
+                weight = 1.0 / (tf.reduce_sum(tf.cast(history >= 0, tf.float32), 1) + 1.0)
+                return tf.reduce_sum(loss * weight) / tf.reduce_sum(weight)
+            return tf.reduce_mean(loss)
         probability = tf.gather(self.item_frequency, item)
         return self.task(self.query(features, training), self.candidate(features),
                          candidate_sampling_probability=probability,
