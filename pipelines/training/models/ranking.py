@@ -96,7 +96,11 @@ def run_fn(fn_args) -> None:
         total += float(tf.reduce_sum(batch[label]))
         count += float(tf.size(batch[label]))
     model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    # cosine decay to zero: with a constant rate the eval RMSE jumps by +-0.01 between
+    # chunks; decayed, training ends in a minimum rather than wherever it stopped
+    learning_rate = tf.keras.optimizers.schedules.CosineDecay(hp["learning_rate"],
+                                                              fn_args.train_steps)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
     fitting.fit(model, train, evaluation, fn_args)
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,
