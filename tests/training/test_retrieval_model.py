@@ -33,10 +33,22 @@ def test_history_embedding_is_the_mean_over_real_items_and_zero_when_empty():
 
 
 def test_history_dropout_only_applies_in_training():
-    layer = towers.HistoryEmbedding(4, 2, dropout=0.99)
-    history = tf.constant([[0, 1, 2, 3] * 8], tf.int64)
-    assert not np.allclose(layer(history).numpy(), 0.0)
-    assert np.allclose(layer(history, training=True).numpy(), 0.0, atol=1e-6)
+    tf.random.set_seed(3)
+    history = tf.constant([[0, 1, 2, 3]], tf.int64)
+    everything = towers.HistoryEmbedding(4, 2, dropout=1.0)
+    assert not np.allclose(everything(history).numpy(), 0.0)
+    assert np.allclose(everything(history, training=True).numpy(), 0.0)
+    half = towers.HistoryEmbedding(4, 2, dropout=0.5)
+    half(history)  # builds the table
+    table = half.embedding.embeddings.numpy()
+    subsets = {tuple(np.round(half(history, training=True).numpy()[0], 5))
+               for _ in range(30)}
+    assert len(subsets) > 2  # different items dropped on different calls
+    means = [np.round(table[list(s)].mean(0), 5) for s in
+             ([0], [1], [2], [3], [0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3],
+              [0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3], [0, 1, 2, 3])]
+    assert all(any(np.allclose(s, m, atol=1e-4) for m in means) or np.allclose(s, 0)
+               for s in subsets)  # each a mean over the items kept
 
 
 def test_catalog_softmax_masks_the_users_other_rated_items():
