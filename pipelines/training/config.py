@@ -26,7 +26,7 @@ class PipelineConfig:
     split: str = "time"
     train_fraction: float = 0.8
     split_seed: int = 42
-    retrieval_train_steps: int = 500
+    retrieval_train_steps: int = 150
     ranking_train_steps: int = 500
     eval_steps: int = 20
     retrieval_k: int = 100

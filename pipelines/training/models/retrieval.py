@@ -24,15 +24,16 @@ from pipelines.training.models import fitting, inputs, towers
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
-# user_id is left out of the query tower: with the history it lets the model memorize
-# each user's items instead of learning from the history (Recall@10 0.205 -> 0.174).
-# mask_history: per-user Recall@10 0.196 -> 0.205 in one run, within run-to-run noise,
-# but the time split's top-100 accuracy (seen items kept) 0.266 -> 0.250, under the
-# retrieval gate's 0.9 x most popular: off by default
-DEFAULTS = {"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.005,
-            "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "catalog",
-            "query_features": [n for n in QUERY_FEATURES if n != "user_id"],
-            "history_dropout": 0.5, "mask_history": False, "equal_users": False,
+# The history feature (rated_items) is wired end to end but off by default: with it
+# (catalog softmax, Adam 0.005, history dropout 0.5, no user_id, 500 steps) per-user
+# Recall@10 was 0.189-0.205 over runs against 0.192 without, and the time split's
+# top-100 accuracy / Recall@10 fell to 0.250-0.266 / 0.056-0.066 (gate: 0.9 / 0.8 x
+# most popular's 0.281 / 0.071), so the retrieval model would not be pushed. Turn it on
+# with query_features (+ "rated_items"); see the README.
+DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
+            "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "in_batch",
+            "query_features": [n for n in QUERY_FEATURES if n != "rated_items"],
+            "history_dropout": 0.0, "mask_history": False, "equal_users": False,
             "id_embedding_dim": 32}
 NEGATIVES = ("catalog", "in_batch")
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
