@@ -24,6 +24,7 @@ OCCUPATIONS = (
 GENDERS = ("F", "M")
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # MovieLens 1M's age groups
 GENRE_SEPARATOR = "|"
+ITEM_SEPARATOR = " "  # between the item ids of a history feature
 
 
 def age_group(age: int) -> str:
@@ -42,11 +43,12 @@ def age_group(age: int) -> str:
 class Feature:
     name: str
     dtype: str  # "string" | "int64" | "float"
-    entity: str  # "user" | "item" | "context" | "label"
+    entity: str  # "user" | "history" | "item" | "context" | "label"
     default: Any
     encoding: str  # how Transform encodes it, see preprocessing.py
     vocabulary: tuple = ()
     boundaries: tuple = ()
+    max_length: int = 0  # history features: how many items Transform keeps
     description: str = ""
 
 
@@ -60,6 +62,12 @@ FEATURES: tuple[Feature, ...] = (
             vocabulary=OCCUPATIONS),
     Feature("item_id", "string", "item", "", "learned_vocabulary",
             description="item identifier"),
+    # the user's rated items (YouTube-DNN style history). Not a stored feature: data
+    # preparation derives it from the train split only (pipelines/data/prepare.py), the
+    # candidate service from the online `user_rated_items` view; ids sorted as that view
+    # keeps them, so training and serving see the same string
+    Feature("rated_items", "string", "history", "", "item_history", max_length=256,
+            description=f"item ids the user rated, sorted, joined by '{ITEM_SEPARATOR}'"),
     Feature("genres", "string", "item", "unknown", "multi_hot", vocabulary=GENRES,
             description=f"genre names joined by '{GENRE_SEPARATOR}'"),
     Feature("release_year", "int64", "item", 1990, "scale", boundaries=(1920, 2000),
@@ -72,12 +80,16 @@ BY_NAME = {f.name: f for f in FEATURES}
 LABEL = "rating"
 
 USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
+HISTORY_FEATURES = tuple(f.name for f in FEATURES if f.entity == "history")
 ITEM_FEATURES = tuple(f.name for f in FEATURES if f.entity == "item")
 CONTEXT_FEATURES = tuple(f.name for f in FEATURES if f.entity == "context")
 
 # Inputs of the exported signatures that the services call.
-RETRIEVAL_INPUTS = USER_FEATURES + CONTEXT_FEATURES
+RETRIEVAL_INPUTS = USER_FEATURES + HISTORY_FEATURES + CONTEXT_FEATURES
 RANKING_INPUTS = USER_FEATURES + ITEM_FEATURES + CONTEXT_FEATURES
+# What the feature store holds per label event (the training set's columns); history
+# features are derived after the train/eval split, so they cannot leak eval items.
+STORED_FEATURES = tuple(f.name for f in FEATURES if f.entity != "history")
 
 def transformed_name(name: str) -> str:
     """Name of the Transform output (model input) made from raw feature `name`."""
@@ -91,6 +103,11 @@ class ModelNames:
 
 
 MODEL_NAMES = ModelNames()
+
+
+def join_items(item_ids) -> str:
+    """A history feature's raw value: the ids sorted (as the online view keeps them)."""
+    return ITEM_SEPARATOR.join(sorted(item_ids))
 
 
 def default_row(names: tuple[str, ...]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Input: a snapshot `training_sets/span-<S>/` (pipelines/features/training_set.py)
 ratings.parquet (one row per label event, columns of the feature spec), items.parquet
 (the item catalog the retrieval index holds) and snapshot.json.
 Output under `<out>/examples/span-<S>/`, which ImportExampleGen reads as span S:
-  train/*.tfrecord, eval/*.tfrecord   one tf.Example per rating, typed by the spec, plus
+  train/*.tfrecord, eval/*.tfrecord   one tf.Example per rating, typed by the spec,
+                                      with the history features (`with_history`), plus
                                       age_group (SLICE_COLUMNS) to slice evaluations by
   snapshot.json                       the training set's snapshot (span, content hash)
                                       plus the time cut-off, split sizes and a hash of
@@ -15,6 +16,10 @@ Splits (`split_rows`), each with `train_fraction` of the ratings in train:
   random    a seeded random share (the TensorFlow Recommenders tutorials' 80/20)
   per_user  a seeded random share of each user's ratings (Microsoft Recommenders'
             stratified 75/25: every evaluated user has history in train)
+History (`with_history`), after the split whatever the protocol, from train ratings
+only: a train rating gets its user's other train items (leave one out: never its own
+item), an eval rating all its user's train items, as serving passes everything the user
+rated before the request.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import numpy as np
 from libs import feature_spec
 from pipelines.data.dataset import DataError
 
-COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
+COLUMNS = feature_spec.STORED_FEATURES
 # not model inputs: written so the evaluation can slice by them (TFMA slices on features)
 SLICE_COLUMNS = {"age_group": "string"}
 SPLITS = ("time", "random", "per_user")
@@ -119,11 +124,28 @@ def split_rows(rows: pd.DataFrame, split: str = "time", train_fraction: float = 
     return train, evaluation
 
 
+def with_history(train: pd.DataFrame, evaluation: pd.DataFrame
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both splits with `rated_items` (see the module's docstring)."""
+    rated = train.groupby("user_id").item_id.agg(lambda items: sorted(set(items)))
+    separator = feature_spec.ITEM_SEPARATOR
+
+    def others(user, item):
+        return separator.join(i for i in rated[user] if i != item)
+
+    train = train.assign(rated_items=[others(u, i) for u, i in zip(train.user_id,
+                                                                     train.item_id)])
+    full = {user: separator.join(items) for user, items in rated.items()}
+    evaluation = evaluation.assign(rated_items=[full.get(u, "")
+                                                for u in evaluation.user_id])
+    return train, evaluation
+
+
 def prepare(training_set: str | Path, out: str | Path, train_fraction: float = 0.8,
             split: str = "time", seed: int = 42, progress=print) -> dict:
     progress = progress or (lambda _message: None)
     snapshot, rows = read_training_set(training_set)
-    train, evaluation = split_rows(rows, split, train_fraction, seed)
+    train, evaluation = with_history(*split_rows(rows, split, train_fraction, seed))
     progress(f"prepare: span {snapshot['span']}: {len(train):,} train / "
              f"{len(evaluation):,} eval ratings ({split} split)")
     span_dir = Path(out) / "examples" / f"span-{snapshot['span']}"

@@ -74,13 +74,15 @@ def definitions(tables_dir: str | Path) -> dict:
         name="user_rated_items", entities=[user], ttl=NO_TTL,
         schema=[Field(name="rated_items", dtype=Array(String))],
         source=_source(tables_dir, "user_rated_items", push=True),
-        description="serving only: what the candidate service excludes")
+        description="serving only: what the candidate service excludes and the "
+                    "retrieval model's history feature")
     views = [user_profile, item_profile, user_activity, item_popularity, user_rated_items]
     # What each model (and its service) reads; the services fetch a whole service in
     # one call.
     services = [
         FeatureService(name=QUERY_SERVICE, features=[user_profile, user_rated_items],
-                       description="query tower: the user's features, and what to exclude"),
+                       description="query tower: the user's features and history, and what "
+                                   "to exclude"),
         FeatureService(name=CANDIDATE_SERVICE, features=[item_profile],
                        description="candidate tower: item features"),
         FeatureService(name=RANKING_SERVICE, features=[user_profile, item_profile],

@@ -12,7 +12,9 @@ became true, so a point-in-time join never sees the future:
   item_popularity  after each rating: the item's count and mean so far and its count
                    over the trailing window, stamped likewise
   user_rated_items every item the user rated, as of the last rating (serving only: the
-                   candidate service excludes them; training never reads it)
+                   candidate service excludes them and passes them to the retrieval model
+                   as its history feature, `rated_items`; training derives that feature
+                   from its train split instead, pipelines/data/prepare.py)
 Pure Python: both environments import it.
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ from pipelines.features import ingest, tables
 
 DEFAULT_CONFIG = ingest.DEFAULT_CONFIG
 SETS_DIR = Path("data") / "training_sets"
-COLUMNS = tuple(f.name for f in feature_spec.FEATURES)
+COLUMNS = feature_spec.STORED_FEATURES
 ITEM_COLUMNS = feature_spec.ITEM_FEATURES
 
 

@@ -23,9 +23,11 @@ class InvalidRequest(ValueError):
     pass
 
 
-def query_inputs(user: dict, timestamp: int, k: int) -> dict:
-    """Retrieval model inputs for one user, in the spec's types."""
-    row = {**user, "timestamp": timestamp or int(time.time())}
+def query_inputs(user: dict, rated_items: set[str], timestamp: int, k: int) -> dict:
+    """Retrieval model inputs for one user, in the spec's types; the history feature is
+    everything the user rated, as the online `user_rated_items` view holds it."""
+    row = {**user, "rated_items": feature_spec.join_items(rated_items),
+           "timestamp": timestamp or int(time.time())}
     inputs = {n: to_tensor_proto([row[n]], feature_spec.BY_NAME[n].dtype)
               for n in feature_spec.RETRIEVAL_INPUTS}
     inputs["k"] = to_tensor_proto(k, "int32")
@@ -52,7 +54,7 @@ class CandidateGenerator:
         found = await self.features.query_features("warm-up")
         try:
             await self.client.predict(self.model_name, query_inputs(
-                found.user or default_user("warm-up"), 0, 10), timeout=30)
+                found.user or default_user("warm-up"), found.rated_items, 0, 10), timeout=30)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "warm-up call failed", logging.WARNING, code=err.code().name)
 
@@ -72,7 +74,8 @@ class CandidateGenerator:
         try:
             prediction = await self.client.predict(
                 self.model_name,
-                query_inputs(found.user, request.context.timestamp_seconds, k),
+                query_inputs(found.user, found.rated_items,
+                              request.context.timestamp_seconds, k),
                 version=request.model_version)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "retrieval model failed", logging.WARNING,

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from libs import feature_spec
 from pipelines.data import prepare, synthetic
 from pipelines.data.dataset import DataError
 
@@ -88,3 +89,16 @@ def test_examples_carry_the_age_group_to_slice_evaluations_by(tmp_path):
         age = features["age"].int64_list.value[0]
         assert features["age_group"].bytes_list.value[0].decode() == \
             prepare.feature_spec.age_group(age)
+def test_history_comes_from_train_only_and_leaves_the_rated_item_out():
+    train, evaluation = prepare.with_history(*split_of("per_user", 0.75))
+    rated = train.groupby("user_id").item_id.agg(set)
+    separator = feature_spec.ITEM_SEPARATOR
+    for row in train.itertuples():
+        history = row.rated_items.split(separator) if row.rated_items else []
+        assert history == sorted(history) and row.item_id not in history
+        assert set(history) == rated[row.user_id] - {row.item_id}
+    for row in evaluation.itertuples():
+        assert row.rated_items == separator.join(sorted(rated[row.user_id]))
+    # a user with no train ratings gets an empty history
+    newcomer = evaluation.iloc[:1].assign(user_id="newcomer")
+    assert prepare.with_history(train, newcomer)[1].rated_items.tolist() == [""]

@@ -34,3 +34,11 @@ def test_time_of_week_is_periodic_in_days_and_weeks():
     np.testing.assert_allclose(encoded[0], encoded[1], atol=1e-5)  # a week later
     np.testing.assert_allclose(encoded[0][[0, 2]], encoded[2][[0, 2]], atol=1e-5)  # same hour
     assert not np.allclose(encoded[0][[1, 3]], encoded[2][[1, 3]])  # another day
+
+
+def test_item_history_indexes_the_item_vocabulary_and_pads_with_minus_one(tmp_path):
+    vocabulary = tmp_path / "item_id"
+    vocabulary.write_text("50\n1\n7\n")
+    x = tf.constant([["1 50 999"], [""], ["7 1 50 1"]])
+    index = preprocessing.item_history(x[:, 0], 3, str(vocabulary)).numpy()
+    assert index.tolist() == [[1, 0, 3], [-1, -1, -1], [2, 1, 0]]  # 999: OOV; cut at 3

@@ -36,6 +36,16 @@ def multi_hot(x: tf.Tensor, vocabulary: tuple) -> tf.Tensor:
     return tf.cast(tf.reduce_any(matches, axis=1), tf.float32)
 
 
+def item_history(x: tf.Tensor, max_length: int, item_vocabulary) -> tf.Tensor:
+    """Item ids joined by the spec's separator -> [batch, max_length] indices in the
+    item_id vocabulary (unknown ids: its OOV index), the first max_length ids kept,
+    padded with -1."""
+    tokens = tf.strings.split(x, feature_spec.ITEM_SEPARATOR)[:, :max_length]
+    tokens = tokens.to_tensor(default_value="", shape=[None, max_length])
+    index = tft.apply_vocabulary(tokens, item_vocabulary, num_oov_buckets=1)
+    return tf.where(tf.equal(tokens, ""), tf.constant(-1, tf.int64), index)
+
+
 def time_of_week(seconds: tf.Tensor) -> tf.Tensor:
     """sin/cos of hour of day and of day of week: [batch, 4] floats."""
     seconds = tf.cast(seconds, tf.float64)
@@ -46,14 +56,16 @@ def time_of_week(seconds: tf.Tensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict) -> dict:
-    outputs = {}
+    outputs, vocabularies = {}, {}
     for feature in feature_spec.FEATURES:
         if feature.name not in inputs:  # e.g. the label at serving time
             continue
         x = _flat(inputs[feature.name])
         if feature.encoding == "learned_vocabulary":
-            y = tft.compute_and_apply_vocabulary(x, num_oov_buckets=1,
-                                                 vocab_filename=feature.name)
+            vocabularies[feature.name] = tft.vocabulary(x, vocab_filename=feature.name)
+            y = tft.apply_vocabulary(x, vocabularies[feature.name], num_oov_buckets=1)
+        elif feature.encoding == "item_history":  # shares item_id's vocabulary
+            y = item_history(x, feature.max_length, vocabularies["item_id"])
         elif feature.encoding == "fixed_vocabulary":
             y = fixed_vocabulary_index(x, feature.vocabulary)
         elif feature.encoding == "bucketize":

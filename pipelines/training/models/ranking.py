@@ -98,7 +98,11 @@ def build(hp: dict, fn_args, tf_transform_output):
         total += float(tf.reduce_sum(batch[label]))
         count += float(tf.size(batch[label]))
     model = RatingModel(towers.cardinalities(tf_transform_output), hp, total / count)
-    model.compile(optimizer=tf.keras.optimizers.Adam(hp["learning_rate"]))
+    # cosine decay to zero: with a constant rate the eval RMSE jumps by +-0.01 between
+    # chunks; decayed, training ends in a minimum rather than wherever it stopped
+    learning_rate = tf.keras.optimizers.schedules.CosineDecay(hp["learning_rate"],
+                                                              fn_args.train_steps)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
     return model, train, evaluation
 
 

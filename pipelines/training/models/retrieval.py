@@ -1,7 +1,9 @@
 """Two-tower retrieval model (TensorFlow Recommenders), TFX Trainer `run_fn`.
 
-Query tower: user id, demographics and time context. Candidate tower: item id, genres
-and release year. Trained with in-batch softmax; exported with a BruteForce top-k index
+Query tower: the user's history (mean embedding of the items they rated), demographics
+and time context. Candidate tower: item id, genres and release year. Trained with a
+softmax over the whole catalog (optionally with the user's other rated items masked out),
+items of the history dropped at random; exported with a BruteForce top-k index
 over every catalog item, built from the candidate tower after training, so serving is one
 call: raw user features in, item ids and scores out. Only stock TensorFlow ops are in the
 graph, so TF Serving loads it.
@@ -22,8 +24,18 @@ from pipelines.training.models import distribution, fitting, hyperparameters, in
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
+# The history feature (rated_items) is wired end to end but off by default: with it
+# (catalog softmax, Adam 0.005, history dropout 0.5, no user_id, 500 steps) per-user
+# Recall@10 was 0.189-0.205 over runs against 0.192 without, and the time split's
+# top-100 accuracy / Recall@10 fell to 0.250-0.266 / 0.056-0.066 (gate: 0.9 / 0.8 x
+# most popular's 0.281 / 0.071), so the retrieval model would not be pushed. Turn it on
+# with query_features (+ "rated_items"); see the README.
 DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
-            "embedding_dim": 32, "hidden_units": [], "l2": 0.0}
+            "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "in_batch",
+            "query_features": [n for n in QUERY_FEATURES if n != "rated_items"],
+            "history_dropout": 0.0, "mask_history": False, "equal_users": False,
+            "id_embedding_dim": 32}
+NEGATIVES = ("catalog", "in_batch")
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 
 
@@ -37,21 +49,45 @@ def item_frequencies(dataset, num_items: int) -> np.ndarray:
 
 
 class TwoTower(distribution.ReplicaScaledLoss, tfrs.Model):
-    """In-batch softmax with logQ correction: popular items are over-represented as
-    in-batch negatives, so each logit is corrected by the item's sampling probability.
-    With the correction the loss approaches a full softmax, so an item's popularity is
-    learnt, in a bias the dot product carries: the query gets a constant 1 appended,
-    the candidate its item's bias."""
+    """Softmax over items, so an item's popularity is learnt, in a bias the dot product
+    carries: the query gets a constant 1 appended, the candidate its item's bias.
+    Negatives (hp "negatives"):
+      catalog   every catalog item (a full softmax: cheap for thousands of items)
+      in_batch  the batch's other items, each logit corrected by the item's sampling
+                probability (logQ), which approaches the full softmax for large catalogs
+    """
 
-    loss_is_sum = True  # TFRS Retrieval's default loss sums over the batch
+    @property
+    def loss_is_sum(self) -> bool:  # for several workers: TFRS Retrieval sums its batch
+        return self.negatives == "in_batch"
 
-    def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray):
+    def __init__(self, sizes: dict[str, int], hp: dict, item_frequency: np.ndarray,
+                 catalog: dict[str, tf.Tensor]):
         super().__init__()
+        if hp["negatives"] not in NEGATIVES:
+            raise ValueError(f"retrieval hyperparameter 'negatives' must be one of "
+                             f"{NEGATIVES}, got {hp['negatives']!r}")
+        unknown = set(hp["query_features"]) - set(QUERY_FEATURES)
+        if unknown:
+            raise ValueError(f"retrieval hyperparameter 'query_features': {sorted(unknown)} "
+                             f"are not retrieval inputs {QUERY_FEATURES}")
+        self.negatives = hp["negatives"]
+        self.equal_users = hp["equal_users"]
+        self.mask_history = hp["mask_history"]
         self.item_frequency = tf.constant(item_frequency, tf.float32)
+        # transformed candidate features of every catalog item, and each item index's
+        # catalog row (the softmax label)
+        self.catalog = catalog
+        indices = catalog[transformed_name("item_id")].numpy().reshape(-1)
+        row = np.zeros(sizes["item_id"], np.int64)
+        row[indices[::-1]] = np.arange(len(indices))[::-1]  # first row of each index
+        self.catalog_row = tf.constant(row)
         layers = (*hp["hidden_units"], hp["embedding_dim"])
-        self.query_tower = towers.Tower(QUERY_FEATURES, sizes, layers, hp["l2"],
-                                        name="query_tower")
+        self.query_tower = towers.Tower(tuple(hp["query_features"]), sizes, layers, hp["l2"],
+                                        history_dropout=hp["history_dropout"],
+                                        id_dim=hp["id_embedding_dim"], name="query_tower")
         self.candidate_tower = towers.Tower(CANDIDATE_FEATURES, sizes, layers, hp["l2"],
+                                            id_dim=hp["id_embedding_dim"],
                                             name="candidate_tower")
         self.item_bias = tf.keras.layers.Embedding(sizes["item_id"], 1,
                                                    embeddings_initializer="zeros",
@@ -59,18 +95,43 @@ class TwoTower(distribution.ReplicaScaledLoss, tfrs.Model):
         # Metrics over the whole catalog are slow; the retrieval evaluator computes them.
         self.task = tfrs.tasks.Retrieval()
 
-    def query(self, features) -> tf.Tensor:
-        embedding = self.query_tower(features)
+    def query(self, features, training: bool = False) -> tf.Tensor:
+        embedding = self.query_tower(features, training=training)
         return tf.concat([embedding, tf.ones_like(embedding[:, :1])], axis=1)
 
     def candidate(self, features) -> tf.Tensor:
         bias = self.item_bias(tf.reshape(features[transformed_name("item_id")], [-1]))
         return tf.concat([self.candidate_tower(features), bias], axis=1)
 
+    def _without_history(self, logits: tf.Tensor, features: dict) -> tf.Tensor:
+        """Logits with the user's other rated items out of the softmax: serving removes
+        what the user rated, so the model need not rank them below the target."""
+        history = features[transformed_name("rated_items")]
+        rows = tf.gather(self.catalog_row, tf.maximum(history, 0))
+        batch = tf.broadcast_to(tf.range(tf.shape(history)[0], dtype=tf.int64)[:, None],
+                                tf.shape(history))
+        valid = history >= 0
+        positions = tf.stack([tf.boolean_mask(batch, valid), tf.boolean_mask(rows, valid)], 1)
+        rated = tf.scatter_nd(positions, tf.ones(tf.shape(positions)[:1]),
+                              tf.shape(logits, out_type=tf.int64))
+        return tf.where(rated > 0, tf.constant(-1e9, logits.dtype), logits)
+
     def compute_loss(self, features, training=False):
-        probability = tf.gather(self.item_frequency,
-                                tf.reshape(features[transformed_name("item_id")], [-1]))
-        return self.task(self.query(features), self.candidate(features),
+        item = tf.reshape(features[transformed_name("item_id")], [-1])
+        if self.negatives == "catalog":
+            logits = tf.matmul(self.query(features, training), self.candidate(self.catalog),
+                               transpose_b=True)
+            if self.mask_history:
+                logits = self._without_history(logits, features)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                tf.gather(self.catalog_row, item), logits)
+            if self.equal_users:  # each user's ratings weigh 1 / (its history + 1)
+                history = features[transformed_name("rated_items")]
+                weight = 1.0 / (tf.reduce_sum(tf.cast(history >= 0, tf.float32), 1) + 1.0)
+                return tf.reduce_sum(loss * weight) / tf.reduce_sum(weight)
+            return tf.reduce_mean(loss)
+        probability = tf.gather(self.item_frequency, item)
+        return self.task(self.query(features, training), self.candidate(features),
                          candidate_sampling_probability=probability,
                          compute_metrics=not training)
 
@@ -127,7 +188,10 @@ def build(hp: dict, fn_args, tf_transform_output):
     frequency = item_frequencies(
         inputs.dataset(fn_args, fn_args.train_files, tf_transform_output, hp["batch_size"],
                        shuffle=False), sizes["item_id"])
-    model = TwoTower(sizes, hp, frequency)
+    catalog = read_catalog(fn_args.custom_config["catalog"])
+    tft_layer = tf_transform_output.transform_features_layer()
+    model = TwoTower(sizes, hp, frequency,
+                     tft_layer(inputs.as_column(inputs.raw_tensors(catalog))))
     model.compile(optimizer=OPTIMIZERS[hp["optimizer"]](hp["learning_rate"]))
     return model, train, evaluation
 
