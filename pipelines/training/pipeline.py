@@ -194,6 +194,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
     ranking_baseline_gate = RankingBaselineGate(
         examples=examples, model=ranking_trainer.outputs["model"],
         upstream_blessing=ranking_evaluator.outputs["blessing"],
+        evaluation=ranking_evaluator.outputs["evaluation"],
         min_rmse_gain=config.ranking_min_rmse_gain_over_item_mean,
     ).with_id("ranking_baseline_gate")
     ranking_fairness = fairness_gate("ranking", ranking_trainer, ranking_baseline_gate,

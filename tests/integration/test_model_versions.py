@@ -65,6 +65,8 @@ def test_gate_refuses_to_push_a_worse_model(trained):
     assert not summary["retrieval"]["blessed"]
     assert "worse than the last blessed model" in " ".join(summary["retrieval"]["reasons"])
     assert not summary["ranking"]["blessed"]
+    # TFMA's verdict, spelled out: the metric, its value and the threshold it broke
+    assert "root_mean_squared_error" in " ".join(summary["ranking"]["final_gate"]["reasons"])
     after = {name: sorted(p.name for p in (repo / name).iterdir())
              for name in ("retrieval", "ranking")}
     assert after == before, "a model that failed its gate reached the model repository"

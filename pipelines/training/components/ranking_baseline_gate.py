@@ -47,6 +47,23 @@ def baseline_predictions(examples, eval_items: list) -> np.ndarray:
                                        eval_items)
 
 
+def tfma_reasons(evaluation_uri: str) -> list[str]:
+    """Each threshold TFMA's Evaluator found broken, by slice (its blessing file is empty)."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        where = ", ".join(f"{s.column}={s.bytes_value.decode() or s.int64_value}"
+                          for s in per_slice.slice_key.single_slice_keys) or "overall"
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            threshold = " ".join(str(failure.metric_threshold).split())
+            reasons.append(f"ranking_evaluator (TFMA), {where}: {failure.metric_key.name} "
+                           f"{value:.4f} breaks its threshold ({threshold})")
+    return reasons
+
+
 def rmse(ratings, predictions) -> float:
     return float(np.sqrt(np.mean((np.asarray(ratings) - np.asarray(predictions)) ** 2)))
 
@@ -56,6 +73,7 @@ def RankingBaselineGate(
     examples: InputArtifact[tfx.types.standard_artifacts.Examples],
     model: InputArtifact[tfx.types.standard_artifacts.Model],
     upstream_blessing: InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
+    evaluation: InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
     blessing: OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     min_rmse_gain: Parameter[float] = 0.0,
 ) -> None:
@@ -65,6 +83,8 @@ def RankingBaselineGate(
                "item_mean_rmse": rmse(ratings, baseline_predictions(examples,
                                                                     columns["item_id"]))}
     reasons = upstream_reasons(upstream_blessing, "ranking_evaluator (TFMA)")
+    if reasons:
+        reasons = tfma_reasons(evaluation.uri) or reasons
     if metrics["rmse"] > metrics["item_mean_rmse"] - min_rmse_gain:
         reasons.append(f"RMSE {metrics['rmse']:.4f} is not below the item-mean baseline's "
                        f"{metrics['item_mean_rmse']:.4f} by ranking_min_rmse_gain_over_"
