@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from recsys.v1 import common_pb2, recommend_pb2, recommend_pb2_grpc
-from tools.stack import Stack, configured_ports
+from tools.stack import Stack, configured_ports, unpushed_models
 
 UNKNOWN_USER = "new-user-without-history"
 
@@ -51,10 +51,21 @@ def main(argv=None) -> int:
     with open(catalog, newline="", encoding="utf-8") as f:
         titles = {row["item_id"]: row["title"] for row in csv.DictReader(f)}
 
+    unpushed = unpushed_models(args.workdir)
+    if unpushed:
+        print("error: " + "\n       ".join(unpushed) + "\n       nothing to serve yet; "
+              "retrain (`make train`) or relax the named bound", file=sys.stderr)
+        return 1
+
     # Default ports when free (so `make serve` users see the same addresses), else any.
     stack = (Stack.on_free_ports(args.workdir) if _ports_in_use() else Stack(args.workdir))
     print("starting the model server and the three services:")
-    stack.start(progress=print)
+    try:
+        stack.start(progress=print)
+    except TimeoutError as err:  # a process that never became healthy: say which, stop all
+        stack.stop()
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     try:
         router = stack.address("services/router")
         print(f"RecommendService at {router}")

@@ -9,6 +9,7 @@ overrides that wire it to the others (ports, model repository, catalog). Logs go
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.feature_spec import MODEL_NAMES
 from libs.feature_store import SUMMARY_FILE
 from tools import build_manifest
 
@@ -164,15 +166,30 @@ class Stack:
             self.stop_service(name)
 
 
+def unpushed_models(workdir: str) -> list[str]:
+    """A line per model the gates never let into the model repository, with why (the
+    last run's final gate)."""
+    summary_file = Path(workdir, "last_run.json")
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    lines = []
+    for name in (MODEL_NAMES.retrieval, MODEL_NAMES.ranking):
+        if not list(Path(workdir, "model_repo", name).glob("*/saved_model.pb")):
+            reasons = summary.get(name, {}).get("final_gate", {}).get("reasons") or [
+                "no pipeline run found"]
+            lines.append(f"no {name} model was pushed: " + "; ".join(reasons))
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the serving stack in the foreground.")
     parser.add_argument("--workdir", default="var",
                         help="training workdir holding model_repo/, features/ and data/raw/")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
-    if not any((workdir / "model_repo").glob("*/*/saved_model.pb")):
-        print(f"error: no pushed model under {workdir / 'model_repo'}; "
-              "train first (make train)", file=sys.stderr)
+    unpushed = unpushed_models(str(workdir))
+    if unpushed:
+        print("error: " + "\n       ".join(unpushed) + "\n       train first (make train), "
+              "or relax the named bound", file=sys.stderr)
         return 2
     if not (workdir / "features" / SUMMARY_FILE).exists():
         print(f"error: no feature store under {workdir / 'features'}; "
