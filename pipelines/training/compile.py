@@ -21,9 +21,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from libs import config as config_lib  # noqa: E402
+from pipelines.training import config as pipeline_config  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 
 
 def compile_pipeline(config: PipelineConfig, image: str, out: str | Path) -> Path:
@@ -42,18 +42,14 @@ def compile_pipeline(config: PipelineConfig, image: str, out: str | Path) -> Pat
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    pipeline_config.add_arguments(parser, workdir_help="e.g. gs://bucket/recsys",
+                                  training_set_help="e.g. gs://bucket/recsys/data/"
+                                                    "training_sets/span-S", required=True)
     parser.add_argument("--image", required=True, help="the pipeline's container image")
-    parser.add_argument("--workdir", required=True, help="e.g. gs://bucket/recsys")
-    parser.add_argument("--training-set", required=True)
     parser.add_argument("--out", default="recsys_pipeline.json")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        overrides = {**config_lib.parse_overrides(args.set), "workdir": args.workdir,
-                     "training_set": args.training_set}
-        config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
-                                 overrides=overrides, overrides_name="command line")
+        config = pipeline_config.from_arguments(args)
     except config_lib.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,9 +5,11 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+from libs import config as config_lib
 from pipelines.training import search_space
 from pipelines.training.search_space import Dimension
 
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline.yaml")
 BEAM_RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
                 "flink": "FlinkRunner", "spark": "SparkRunner"}
 BEAM_REQUIRED = {"direct": (), "dataflow": ("project", "region", "temp_location"),
@@ -193,3 +195,25 @@ class PipelineConfig:
         """{config field: limit} of the fairness bounds on `model` (retrieval, ranking)."""
         from pipelines.training.fairness import BOUNDS  # pandas and fairlearn: import late
         return {b.field: getattr(self, b.field) for b in BOUNDS if b.model == model}
+
+
+def add_arguments(parser, workdir_help: str, training_set_help: str,
+                  required: bool = False) -> None:
+    """The options every command that loads a PipelineConfig takes."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--workdir", required=required, help=workdir_help)
+    parser.add_argument("--training-set", required=required, help=training_set_help)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set ranking_train_steps=50")
+
+
+def from_arguments(args) -> PipelineConfig:
+    """--config (or pipeline.yaml), then RECSYS_PIPELINE_* variables, then --workdir,
+    --training-set and --set. Raises config_lib.ConfigError naming the field."""
+    overrides = config_lib.parse_overrides(args.set)
+    if args.workdir:
+        overrides["workdir"] = args.workdir
+    if args.training_set:
+        overrides["training_set"] = args.training_set
+    return config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
+                           overrides=overrides, overrides_name="command line")

@@ -30,9 +30,9 @@ from pathlib import Path  # noqa: E402
 from libs import config as config_lib  # noqa: E402
 from pipelines.data import prepare  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
+from pipelines.training import config as pipeline_config  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 SUMMARY_FILE = "plain_run.json"
 
 
@@ -77,24 +77,14 @@ def train(config: PipelineConfig, progress=print) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--workdir", help="where the split, Transform output and models go")
-    parser.add_argument("--training-set", help="a training set (span-<S>), or a directory "
-                                               "of them: the newest")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, as for pipelines.training.run")
+    pipeline_config.add_arguments(
+        parser, workdir_help="where the split, Transform output and models go",
+        training_set_help="a training set (span-<S>), or a directory of them: the newest")
     args = parser.parse_args(argv)
     try:
-        overrides = config_lib.parse_overrides(args.set)
-        if args.workdir:
-            overrides["workdir"] = args.workdir
-        if args.training_set:
-            chosen = Path(args.training_set)
-            if not (chosen / "snapshot.json").exists():
-                chosen = prepare.newest_training_set(chosen)
-            overrides["training_set"] = str(chosen)
-        config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
-                                 overrides=overrides, overrides_name="command line")
+        config = pipeline_config.from_arguments(args)
+        if config.training_set and not Path(config.training_set, "snapshot.json").exists():
+            config.training_set = str(prepare.newest_training_set(config.training_set))
         summary = train(config)
     except (config_lib.ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

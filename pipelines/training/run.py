@@ -25,9 +25,9 @@ from pathlib import Path  # noqa: E402
 from libs import config as config_lib  # noqa: E402
 from pipelines.data import prepare  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
+from pipelines.training import config as pipeline_config  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
-DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
 
 
 def _show_component_progress(total: int) -> dict[str, float]:
@@ -118,22 +118,14 @@ def hyperparameters_used(config: PipelineConfig, name: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train and push the recommender models.")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--workdir", help="where data, pipeline outputs, ML Metadata and "
-                                          "the model repository go")
-    parser.add_argument("--training-set", help="a training set directory (span-<S>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set ranking_train_steps=50")
+    pipeline_config.add_arguments(
+        parser, workdir_help="where data, pipeline outputs, ML Metadata and the model "
+                             "repository go",
+        training_set_help="a training set directory (span-<S>)")
     args = parser.parse_args(argv)
 
     try:
-        overrides = config_lib.parse_overrides(args.set)
-        if args.workdir:
-            overrides["workdir"] = args.workdir
-        if args.training_set:
-            overrides["training_set"] = args.training_set
-        config = config_lib.load(PipelineConfig, args.config, env_prefix="RECSYS_PIPELINE",
-                                 overrides=overrides, overrides_name="command line")
+        config = pipeline_config.from_arguments(args)
         start = time.monotonic()
         if not config.training_set:
             config.training_set = str(prepare.newest_training_set(config.training_sets_dir))
