@@ -36,7 +36,9 @@ def run_pipeline(workdir, *overrides: str) -> dict:
                "--workdir", str(workdir)]
     for override in (*SMALL_RUN, *overrides):
         command += ["--set", override]
-    env = {**service_env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    temp = workdir / "tmp"  # the run's own temp dir, so a test can see what it leaves
+    temp.mkdir(exist_ok=True)
+    env = {**service_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(temp)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=900)
     if result.returncode != 0:
