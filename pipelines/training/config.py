@@ -37,7 +37,7 @@ class PipelineConfig:
     train_fraction: float = 0.8
     split_seed: int = 42
     retrieval_train_steps: int = 150
-    ranking_train_steps: int = 500
+    ranking_train_steps: int = 750
     eval_steps: int = 20
     retrieval_k: int = 100
     retrieval_min_accuracy: float = 0.05
