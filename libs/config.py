@@ -85,6 +85,13 @@ def _build(cls: type[T], raw: dict, source: str, origins: dict | None = None) ->
     return obj
 
 
+def from_dict(cls: type[T], raw: dict, source: str) -> T:
+    """A config object from a mapping (part of a larger document), checked as load's."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: must be a mapping, got {raw!r}")
+    return _build(cls, raw, source)
+
+
 def load(cls: type[T], path: str | Path | None = None, env_prefix: str | None = None,
          overrides: dict | None = None, overrides_name: str = "override") -> T:
     raw: dict = {}

@@ -29,7 +29,8 @@ def _ports_in_use() -> bool:
 def print_answer(user_id: str, response, titles: dict[str, str]) -> None:
     flag = (f"  FALLBACK: {common_pb2.FallbackReason.Name(response.fallback_reason)}"
             if response.fallback else "")
-    print(f"\nuser {user_id}  arm={response.arm}  models: retrieval "
+    arms = ", ".join(f"{a.experiment}={a.arm}" for a in response.assignments) or "defaults"
+    print(f"\nuser {user_id}  {arms}  models: retrieval "
           f"v{response.model_versions.retrieval}, ranking v{response.model_versions.ranking}"
           f"{flag}")
     for rank, item in enumerate(response.items, 1):

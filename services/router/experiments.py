@@ -1,55 +1,124 @@
-"""Experiment config (validated document) and deterministic arm assignment."""
+"""Experiment config: a versioned document of layers, experiments and arms, validated.
+
+A layer is a set of mutually exclusive experiments: each owns a range of the layer's users
+(`traffic: [from, to)`, in percent). Layers are independent of each other (each hashes
+users with its own salt), so a user can be in one experiment per layer; a serving
+parameter may be set by one layer only, so two experiments never fight over it. Within an
+experiment, a second hash (the experiment's salt) picks the arm by weight. Hashes are
+MurmurHash3 of "<salt>:<user id>": the same in every process, replica and Python version.
+"""
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
-from libs import config as config_lib, log
+from libs import config as config_lib, log, murmur3
 
 logger = logging.getLogger(__name__)
 BUCKETS = 10_000
+STATUSES = ("running", "paused", "stopped")
+
+
+@dataclass
+class Serving:
+    """What a request is served with: the config's defaults, then what each arm sets."""
+    num_candidates: int = 100
+    rank: bool = True  # false: the retrieval order, no ranking model
+    retrieval_version: int = 0  # 0: the newest the model server has
+    ranking_version: int = 0
+    candidates: str = "model"  # or "popular": the most popular items, no retrieval
+
+    def validate(self) -> None:
+        if self.num_candidates <= 0:
+            raise ValueError("field 'num_candidates' must be positive")
+        if self.retrieval_version < 0 or self.ranking_version < 0:
+            raise ValueError("model versions must be 0 (newest) or positive")
+        if self.candidates not in ("model", "popular"):
+            raise ValueError(f"field 'candidates' must be model or popular, "
+                             f"got {self.candidates!r}")
 
 
 @dataclass
 class Arm:
     name: str
-    weight: int
-    num_candidates: int = 100
-    rank: bool = True
-    retrieval_version: int = 0  # 0 = newest
-    ranking_version: int = 0
+    weight: float
+    serves: dict = field(default_factory=dict)  # Serving fields this arm sets
 
     def validate(self) -> None:
         if not self.name:
-            raise ValueError("arm field 'name' is empty")
+            raise ValueError("field 'name' is empty")
         if self.weight <= 0:
             raise ValueError(f"arm {self.name!r}: field 'weight' must be positive")
-        if self.num_candidates <= 0:
-            raise ValueError(f"arm {self.name!r}: field 'num_candidates' must be positive")
+        try:
+            typed = config_lib.from_dict(Serving, self.serves,
+                                         f"arm {self.name!r}: field 'serves'")
+        except config_lib.ConfigError as err:
+            raise ValueError(str(err)) from None
+        self.serves = {name: getattr(typed, name) for name in self.serves}
+
+
+def _instant(text: str, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"field {name!r} must be an ISO 8601 time such as "
+                         f"2026-12-01T00:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"field {name!r} needs a time zone (e.g. a trailing Z), got {text!r}")
+    return moment
 
 
 @dataclass
-class ExperimentConfig:
-    version: str
-    name: str
-    salt: str
-    arms: list[Arm] = field(default_factory=list)
+class Experiment:
+    key: str
+    arms: list[Arm]
+    traffic: list[float] = field(default_factory=lambda: [0.0, 100.0])  # % of the layer
+    salt: str = ""  # default: the key; changing it re-buckets the experiment's users
+    status: str = "running"  # paused and stopped serve the defaults (allowlist aside)
+    start: str = ""  # ISO 8601; empty: started
+    stop: str = ""  # ISO 8601; empty: no end
+    # request context attribute -> accepted values; every listed attribute must match
+    targeting: dict[str, list[str]] = field(default_factory=dict)
+    allowlist: dict[str, str] = field(default_factory=dict)  # user id -> arm (QA)
 
     def validate(self) -> None:
+        where = f"experiment {self.key!r}"
+        if not self.key:
+            raise ValueError("experiment field 'key' is empty")
         if not self.arms:
-            raise ValueError("field 'arms' is empty")
+            raise ValueError(f"{where}: field 'arms' is empty")
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
-            raise ValueError(f"field 'arms': duplicate arm names in {names}")
-        if not self.version or not self.name or not self.salt:
-            raise ValueError("fields 'version', 'name' and 'salt' must not be empty")
+            raise ValueError(f"{where}: field 'arms': duplicate arm names in {names}")
+        if len(self.traffic) != 2 or not 0 <= self.traffic[0] < self.traffic[1] <= 100:
+            raise ValueError(f"{where}: field 'traffic' must be [from, to) with "
+                             f"0 <= from < to <= 100, got {self.traffic}")
+        if self.status not in STATUSES:
+            raise ValueError(f"{where}: field 'status' must be one of {', '.join(STATUSES)}, "
+                             f"got {self.status!r}")
+        start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
+        if start and stop and stop <= start:
+            raise ValueError(f"{where}: field 'stop' must be after 'start'")
+        for user, arm in self.allowlist.items():
+            if arm not in names:
+                raise ValueError(f"{where}: field 'allowlist': user {user!r} is sent to "
+                                 f"arm {arm!r}, which is not one of {names}")
 
-    def assign(self, user_id: str) -> Arm:
-        """Same user, same salt, same weights -> same arm, in any process."""
-        digest = hashlib.sha256(f"{self.salt}:{self.name}:{user_id}".encode()).digest()
-        point = int.from_bytes(digest[:8], "big") % BUCKETS / BUCKETS
+    def active(self, now: datetime) -> bool:
+        start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
+        return (self.status == "running" and (start is None or start <= now)
+                and (stop is None or now < stop))
+
+    def targets(self, attributes: dict[str, str]) -> bool:
+        return all(attributes.get(name) in values for name, values in self.targeting.items())
+
+    def arm_for(self, user_id: str) -> Arm:
+        point = _bucket(self.salt or self.key, user_id) / BUCKETS
         total = sum(a.weight for a in self.arms)
         cumulative = 0.0
         for arm in self.arms:
@@ -57,6 +126,100 @@ class ExperimentConfig:
             if point < cumulative:
                 return arm
         return self.arms[-1]
+
+    def covers(self, percent: float) -> bool:
+        return self.traffic[0] <= percent < self.traffic[1]
+
+    def parameters(self) -> set[str]:
+        return {name for arm in self.arms for name in arm.serves}
+
+
+@dataclass
+class Layer:
+    name: str
+    experiments: list[Experiment] = field(default_factory=list)
+    salt: str = ""  # default: the name
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("layer field 'name' is empty")
+        ranges = sorted((e.traffic, e.key) for e in self.experiments)
+        for (first, a), (second, b) in zip(ranges, ranges[1:]):
+            if second[0] < first[1]:
+                raise ValueError(f"layer {self.name!r}: experiments {a!r} and {b!r} have "
+                                 f"overlapping traffic {first} and {second}")
+        allowed = [user for e in self.experiments for user in e.allowlist]
+        twice = sorted({user for user in allowed if allowed.count(user) > 1})
+        if twice:
+            raise ValueError(f"layer {self.name!r}: users {twice} are on the allowlists of "
+                             "two of its experiments; a user is in one experiment per layer")
+
+    def percent(self, user_id: str) -> float:
+        return _bucket(self.salt or self.name, user_id) * 100 / BUCKETS
+
+
+@dataclass(frozen=True)
+class Assignment:
+    layer: str
+    experiment: str
+    arm: str
+
+
+@dataclass
+class ExperimentConfig:
+    version: str
+    layers: list[Layer] = field(default_factory=list)
+    defaults: Serving = field(default_factory=Serving)
+
+    def validate(self) -> None:
+        if not self.version:
+            raise ValueError("field 'version' is empty")
+        for kind, names in (("layer", [layer.name for layer in self.layers]),
+                            ("experiment", [e.key for layer in self.layers
+                                            for e in layer.experiments])):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate {kind} names: {duplicates}")
+        owner = {}
+        for layer in self.layers:
+            for experiment in layer.experiments:
+                for name in experiment.parameters():
+                    if owner.setdefault(name, layer.name) != layer.name:
+                        raise ValueError(
+                            f"serving parameter {name!r} is set in layers "
+                            f"{owner[name]!r} and {layer.name!r}; a parameter belongs to one "
+                            "layer, so two experiments never set it for the same user")
+
+    def resolve(self, user_id: str, attributes: dict[str, str] | None = None,
+                now: datetime | None = None) -> tuple[Serving, list[Assignment]]:
+        """What this user's request is served with, and the arm they are in per layer."""
+        attributes = attributes or {}
+        now = now or datetime.now(timezone.utc)
+        settings, assignments = {}, []
+        for layer in self.layers:
+            arm, experiment = self._arm_in(layer, user_id, attributes, now)
+            if arm:
+                settings.update(arm.serves)
+                assignments.append(Assignment(layer.name, experiment.key, arm.name))
+        return dataclasses.replace(self.defaults, **settings), assignments
+
+    @staticmethod
+    def _arm_in(layer: Layer, user_id: str, attributes: dict[str, str], now: datetime):
+        for experiment in layer.experiments:
+            if experiment.status != "stopped" and user_id in experiment.allowlist:
+                chosen = experiment.allowlist[user_id]
+                return next(a for a in experiment.arms if a.name == chosen), experiment
+        percent = layer.percent(user_id)
+        for experiment in layer.experiments:
+            if experiment.covers(percent):
+                if experiment.active(now) and experiment.targets(attributes):
+                    return experiment.arm_for(user_id), experiment
+                break
+        return None, None
+
+
+def _bucket(salt: str, user_id: str) -> int:
+    return murmur3.hash32(f"{salt}:{user_id}") % BUCKETS
 
 
 class ExperimentSource:

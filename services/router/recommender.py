@@ -1,4 +1,4 @@
-"""The public Recommend call: assign an arm, retrieve, rank, fall back when a stage fails.
+"""The public Recommend call: assign arms, retrieve, rank, fall back when a stage fails.
 
 Fallback order: ranking fails -> candidates in retrieval order; candidate service fails
 -> popular items. Every fallback is flagged in the response and counted; a client never
@@ -42,10 +42,13 @@ class Recommender:
             raise InvalidRequest(f"num_results must be in 1..{self.max_results}, "
                                  f"got {request.num_results}")
 
-    def _fallback_popular(self, request, response, reason: int) -> None:
+    def _popular(self, request, response) -> None:
         exclude = set(request.filters.exclude_item_ids)
         for item, score in self.popular.popular_items(request.num_results, exclude):
             response.items.add(item_id=item, score=score, retrieval_score=score)
+
+    def _fallback_popular(self, request, response, reason: int) -> None:
+        self._popular(request, response)
         response.fallback, response.fallback_reason = True, reason
 
     async def recommend(self, request: recommend_pb2.RecommendRequest,
@@ -56,11 +59,18 @@ class Recommender:
         remaining = lambda: max(budget - (time.monotonic() - start), MIN_STAGE_SECONDS)  # noqa: E731
 
         config = self.experiments.current
-        arm = config.assign(request.user_id)
-        metrics.ARM_REQUESTS.labels(config.name, arm.name).inc()
+        serving, assignments = config.resolve(request.user_id,
+                                              dict(request.context.attributes))
         response = recommend_pb2.RecommendResponse(
             request_id=request.request_id or log.request_id.get() or uuid.uuid4().hex,
-            experiment=config.name, arm=arm.name, config_version=config.version)
+            config_version=config.version)
+        for assignment in assignments:
+            metrics.ARM_REQUESTS.labels(assignment.experiment, assignment.arm).inc()
+            response.assignments.add(layer=assignment.layer,
+                                     experiment=assignment.experiment, arm=assignment.arm)
+        if serving.candidates == "popular":
+            self._popular(request, response)
+            return self._finish(response)
         metadata = (("x-request-id", response.request_id),)
         context = common_pb2.Context()
         context.CopyFrom(request.context)
@@ -69,10 +79,10 @@ class Recommender:
 
         try:
             retrieved = await self.candidates.GetCandidates(candidate_pb2.CandidateRequest(
-                user_id=request.user_id, num_candidates=max(arm.num_candidates,
+                user_id=request.user_id, num_candidates=max(serving.num_candidates,
                                                             request.num_results),
                 context=context, exclude_item_ids=request.filters.exclude_item_ids,
-                request_id=response.request_id, model_version=arm.retrieval_version),
+                request_id=response.request_id, model_version=serving.retrieval_version),
                 timeout=remaining(), metadata=metadata)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "candidate service failed", logging.WARNING,
@@ -85,11 +95,11 @@ class Recommender:
         if retrieved.fallback:
             response.fallback, response.fallback_reason = True, retrieved.fallback_reason
         items = list(retrieved.items)
-        if arm.rank and items and not retrieved.fallback:
+        if serving.rank and items and not retrieved.fallback:
             try:
                 ranked = await self.ranking.Rank(ranking_pb2.RankRequest(
                     user_id=request.user_id, candidates=items, context=context,
-                    request_id=response.request_id, model_version=arm.ranking_version),
+                    request_id=response.request_id, model_version=serving.ranking_version),
                     timeout=remaining(), metadata=metadata)
                 items = list(ranked.items)
                 response.model_versions.ranking = ranked.model_version
@@ -104,7 +114,8 @@ class Recommender:
     def _finish(self, response: recommend_pb2.RecommendResponse):
         if response.fallback:
             metrics.FALLBACKS.labels("router", Reason.Name(response.fallback_reason)).inc()
-        log.event(logger, "recommended", arm=response.arm, fallback=response.fallback,
+        log.event(logger, "recommended", arms=[a.arm for a in response.assignments],
+                  fallback=response.fallback,
                   items=[i.item_id for i in response.items][:20],
                   versions=[response.model_versions.retrieval, response.model_versions.ranking])
         return response

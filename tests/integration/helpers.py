@@ -26,7 +26,8 @@ def catalog_items(workdir: Path) -> set[str]:
 
 def user_in_arm(arm: str, users=range(1, 301)) -> str:
     experiments = config_lib.load(ExperimentConfig, ROOT / "services/router/experiments.yaml")
-    return next(str(u) for u in users if experiments.assign(str(u)).name == arm)
+    return next(str(u) for u in users
+                if [a.arm for a in experiments.resolve(str(u))[1]] == [arm])
 
 
 def newest_version(workdir: Path, model: str) -> int:

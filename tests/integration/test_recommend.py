@@ -31,8 +31,10 @@ def test_ranked_answer_for_a_known_user(trained, recommend):
     ids = [i.item_id for i in response.items]
     assert len(ids) == 10 and len(set(ids)) == 10
     assert not response.fallback
-    assert response.arm == "two_stage" and response.request_id == "req-ranked-1"
-    assert response.config_version == "2026-11-27.1"
+    assert [(a.layer, a.experiment, a.arm) for a in response.assignments] == [
+        ("pipeline", "two_stage_vs_retrieval_only", "two_stage")]
+    assert response.request_id == "req-ranked-1"
+    assert response.config_version == "2026-11-27.2"
     # the versions the pipeline pushed, or newer ones other tests pushed
     assert response.model_versions.retrieval == newest_version(workdir, "retrieval")
     assert response.model_versions.ranking == newest_version(workdir, "ranking")
@@ -47,7 +49,7 @@ def test_ranked_answer_for_a_known_user(trained, recommend):
 def test_retrieval_only_arm_skips_ranking(recommend):
     user = user_in_arm("retrieval_only")
     response = recommend.Recommend(Request(user_id=user, num_results=5), timeout=10)
-    assert response.arm == "retrieval_only" and not response.fallback
+    assert response.assignments[0].arm == "retrieval_only" and not response.fallback
     assert response.model_versions.ranking == 0 and response.model_versions.retrieval > 0
     assert len(response.items) == 5
 
@@ -58,7 +60,7 @@ def test_same_user_same_arm_and_filters_apply(recommend):
     second = recommend.Recommend(Request(
         user_id="7", num_results=8,
         filters=recommend_pb2.Filters(exclude_item_ids=excluded)), timeout=10)
-    assert second.arm == first.arm
+    assert second.assignments == first.assignments
     assert not {i.item_id for i in second.items} & set(excluded)
 
 
