@@ -95,6 +95,7 @@ class Stack:
             "services/ranking": [model_server, *features],
             "services/router": [f"candidate_service={self.address('services/candidate')}",
                                 f"ranking_service={self.address('services/ranking')}",
+                                f"exposure_log_dir={self.workdir / 'exposures'}",
                                 *features],
         }[name]
         port, metrics_port = self.ports[name]

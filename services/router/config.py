@@ -17,6 +17,9 @@ class RouterConfig(FeatureClientConfig):
     # Whole-request budget when the client sets no deadline (or a longer one).
     deadline_ms: int = 400
     max_results: int = 100
+    # one JSON line per response (services/router/exposure_log.py); empty: no log
+    exposure_log_dir: str = "var/exposures"
+    exposure_fsync_seconds: float = 1.0
 
     def validate(self) -> None:
         super().validate()
@@ -24,3 +27,5 @@ class RouterConfig(FeatureClientConfig):
             raise ValueError("field 'deadline_ms' must be positive")
         if self.max_results <= 0:
             raise ValueError("field 'max_results' must be positive")
+        if self.exposure_fsync_seconds < 0:
+            raise ValueError("field 'exposure_fsync_seconds' must not be negative")

@@ -12,6 +12,7 @@ from libs.feature_store import open_popular
 from recsys.v1 import candidate_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc
 from services.router.config import RouterConfig
 from services.router.experiments import ExperimentSource
+from services.router.exposure_log import ExposureLog
 from services.router.recommender import InvalidRequest, Recommender
 
 
@@ -37,10 +38,12 @@ async def serve(config: RouterConfig) -> None:
     popular = open_popular(config)
     candidate_channel = grpc_server.channel(config.candidate_service)
     ranking_channel = grpc_server.channel(config.ranking_service)
+    exposures = (ExposureLog(config.exposure_log_dir, config.exposure_fsync_seconds)
+                 if config.exposure_log_dir else None)
     recommender = Recommender(
         experiments, candidate_pb2_grpc.CandidateServiceStub(candidate_channel),
         ranking_pb2_grpc.RankingServiceStub(ranking_channel), popular,
-        config.deadline_ms / 1000, config.max_results)
+        config.deadline_ms / 1000, config.max_results, exposures)
 
     def register(server):
         recommend_pb2_grpc.add_RecommendServiceServicer_to_server(
@@ -57,6 +60,8 @@ async def serve(config: RouterConfig) -> None:
             await watcher
         await candidate_channel.close()
         await ranking_channel.close()
+        if exposures:
+            exposures.close()
     await server.wait(on_stop=close)
 
 

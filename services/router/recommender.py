@@ -17,6 +17,7 @@ from libs.feature_store import PopularItems
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, ranking_pb2,
                        ranking_pb2_grpc, recommend_pb2)
 from services.router.experiments import ExperimentSource
+from services.router.exposure_log import ExposureLog, record
 
 logger = logging.getLogger(__name__)
 Reason = common_pb2.FallbackReason
@@ -31,9 +32,11 @@ class Recommender:
     def __init__(self, experiments: ExperimentSource,
                  candidates: candidate_pb2_grpc.CandidateServiceStub,
                  ranking: ranking_pb2_grpc.RankingServiceStub, popular: PopularItems,
-                 deadline_seconds: float, max_results: int):
+                 deadline_seconds: float, max_results: int,
+                 exposures: ExposureLog | None = None):
         self.experiments, self.candidates, self.ranking = experiments, candidates, ranking
         self.popular, self.deadline, self.max_results = popular, deadline_seconds, max_results
+        self.exposures = exposures
 
     def validate(self, request: recommend_pb2.RecommendRequest) -> None:
         if not request.user_id.strip():
@@ -70,7 +73,7 @@ class Recommender:
                                      experiment=assignment.experiment, arm=assignment.arm)
         if serving.candidates == "popular":
             self._popular(request, response)
-            return self._finish(response)
+            return self._finish(request, response, start)
         metadata = (("x-request-id", response.request_id),)
         context = common_pb2.Context()
         context.CopyFrom(request.context)
@@ -88,7 +91,7 @@ class Recommender:
             log.event(logger, "candidate service failed", logging.WARNING,
                       code=err.code().name, detail=err.details())
             self._fallback_popular(request, response, Reason.CANDIDATES_UNAVAILABLE)
-            return self._finish(response)
+            return self._finish(request, response, start)
 
         response.model_versions.retrieval = retrieved.model_version
         response.features_degraded = retrieved.features_degraded
@@ -109,13 +112,15 @@ class Recommender:
                           code=err.code().name, detail=err.details())
                 response.fallback, response.fallback_reason = True, Reason.RANKING_UNAVAILABLE
         response.items.extend(items[:request.num_results])
-        return self._finish(response)
+        return self._finish(request, response, start)
 
-    def _finish(self, response: recommend_pb2.RecommendResponse):
+    def _finish(self, request, response: recommend_pb2.RecommendResponse, started: float):
         if response.fallback:
             metrics.FALLBACKS.labels("router", Reason.Name(response.fallback_reason)).inc()
         log.event(logger, "recommended", arms=[a.arm for a in response.assignments],
                   fallback=response.fallback,
                   items=[i.item_id for i in response.items][:20],
                   versions=[response.model_versions.retrieval, response.model_versions.ranking])
+        if self.exposures:
+            self.exposures.write(record(request, response, started))
         return response

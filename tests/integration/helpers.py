@@ -11,7 +11,8 @@ from pathlib import Path
 from services.router.experiments import ExperimentConfig
 from libs import config as config_lib
 from tests.conftest import ROOT
-from tools.stack import free_port, service_env
+from tools import build_manifest
+from tools.stack import Stack, free_port, service_env
 
 
 def rated_items(workdir: Path, user_id: str) -> set[str]:
@@ -78,3 +79,12 @@ def wait_for(check, seconds: float = 60.0):
             return value
         time.sleep(0.05)
     raise AssertionError("not seen in time")
+
+
+def extra_router(stack: Stack, *overrides: str) -> Stack:
+    """One more router over the suite's candidate and ranking services, on its own ports
+    (stop it with .stop())."""
+    router = Stack(stack.workdir, {**stack.ports, "services/router": (free_port(), free_port())},
+                   extra={"services/router": ["deadline_ms=8000", *overrides]})
+    router.start_service(build_manifest.load()["services/router"])
+    return router

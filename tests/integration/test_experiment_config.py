@@ -10,9 +10,7 @@ import pytest
 import yaml
 
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc
-from tests.integration.helpers import wait_for
-from tools import build_manifest
-from tools.stack import Stack, free_port
+from tests.integration.helpers import extra_router, wait_for
 
 ROUTER = "services/router"
 
@@ -31,13 +29,9 @@ def replicas(stack, tmp_path):
     routers, channels = [], []
     try:
         for _ in range(2):
-            router = Stack(stack.workdir, {**stack.ports, ROUTER: (free_port(), free_port())},
-                           extra={ROUTER: [f"experiments_file={path}",
-                                           "experiments_poll_seconds=0.2",
-                                           "deadline_ms=8000"]})
-            router.start_service(build_manifest.load()[ROUTER])
-            routers.append(router)
-            channels.append(grpc.insecure_channel(router.address(ROUTER)))
+            routers.append(extra_router(stack, f"experiments_file={path}",
+                                        "experiments_poll_seconds=0.2"))
+            channels.append(grpc.insecure_channel(routers[-1].address(ROUTER)))
         yield path, [recommend_pb2_grpc.RecommendServiceStub(c) for c in channels], routers
     finally:
         for channel in channels:
