@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +86,15 @@ class Stack:
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name][0]}"
 
+    def experiments_file(self) -> Path:
+        """The workdir's experiment document, first copied from the shipped one: the admin
+        API rewrites it, and must not rewrite the repository's."""
+        path = self.workdir / "experiments.yaml"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / "services" / "router" / "experiments.yaml", path)
+        return path
+
     def _overrides(self, name: str) -> list[str]:
         features = [f"feature_store_dir={self.workdir / 'features'}",
                     f"catalog_dir={self.workdir / 'data' / 'raw'}"]
@@ -96,6 +106,8 @@ class Stack:
             "services/router": [f"candidate_service={self.address('services/candidate')}",
                                 f"ranking_service={self.address('services/ranking')}",
                                 f"exposure_log_dir={self.workdir / 'exposures'}",
+                                f"experiments_file={self.experiments_file()}",
+                                f"experiment_audit_log={self.workdir / 'experiments_audit.jsonl'}",
                                 *features],
         }[name]
         port, metrics_port = self.ports[name]

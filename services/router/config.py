@@ -20,6 +20,10 @@ class RouterConfig(FeatureClientConfig):
     # one JSON line per response (services/router/exposure_log.py); empty: no log
     exposure_log_dir: str = "var/exposures"
     exposure_fsync_seconds: float = 1.0
+    # the admin API's (ExperimentService) editors and viewers: a YAML list of
+    # {who, sha256 of the token, role}; empty: no one may change experiments
+    admin_tokens_file: str = ""
+    experiment_audit_log: str = "var/experiments_audit.jsonl"
 
     def validate(self) -> None:
         super().validate()

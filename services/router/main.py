@@ -7,10 +7,13 @@ from pathlib import Path
 
 import grpc
 
-from libs import grpc_server, service
+from libs import config as config_lib, grpc_server, service
 from libs.feature_store import open_popular
-from recsys.v1 import candidate_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc
+from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, ranking_pb2_grpc,
+                       recommend_pb2_grpc)
+from services.router.admin_service import ExperimentServicer
 from services.router.config import RouterConfig
+from services.router.experiment_admin import AdminTokens, ExperimentDocument
 from services.router.experiments import ExperimentSource
 from services.router.exposure_log import ExposureLog
 from services.router.recommender import InvalidRequest, Recommender
@@ -35,6 +38,11 @@ async def _watch(experiments: ExperimentSource, interval: float) -> None:
 
 async def serve(config: RouterConfig) -> None:
     experiments = ExperimentSource(config.experiments_file)
+    tokens = (config_lib.load(AdminTokens, config.admin_tokens_file)
+              if config.admin_tokens_file else AdminTokens())
+    admin = ExperimentServicer(
+        ExperimentDocument(config.experiments_file, config.experiment_audit_log),
+        experiments, tokens)
     popular = open_popular(config)
     candidate_channel = grpc_server.channel(config.candidate_service)
     ranking_channel = grpc_server.channel(config.ranking_service)
@@ -48,7 +56,8 @@ async def serve(config: RouterConfig) -> None:
     def register(server):
         recommend_pb2_grpc.add_RecommendServiceServicer_to_server(
             RecommendServicer(recommender), server)
-        return ["recsys.v1.RecommendService"]
+        experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(admin, server)
+        return ["recsys.v1.RecommendService", "recsys.v1.ExperimentService"]
 
     server = await grpc_server.start("router", register, config.host, config.port,
                                      config.metrics_port, config.grace_seconds)
