@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -254,6 +255,8 @@ def main(argv=None) -> int:
         fraction = PROTOCOLS[protocol]
         train, evaluation_rows = prepare.split_rows(rows, protocol, fraction, seed=42)
         workdir = Path(args.workdir) / protocol
+        # from scratch: an earlier run's blessed model would be the gates' reference
+        shutil.rmtree(workdir, ignore_errors=True)
         print(f"{protocol}: {len(train):,} train / {len(evaluation_rows):,} eval; "
               "running the pipeline ...", flush=True)
         model = run_pipeline(workdir, training_set, protocol, fraction, args.set)
