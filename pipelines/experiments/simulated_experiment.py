@@ -112,6 +112,7 @@ class Run:
     sequential_p: float  # always-valid p at the end (= its minimum over the looks)
     difference: float
     srm_p: float
+    blocked: bool  # the verdict was withheld (sample ratio mismatch)
     winner: str | None
 
 
@@ -126,7 +127,8 @@ def run_once(world: World, design: Design, seed: int,
                naive_peek_min_p=min(naive, default=1.0),
                sequential_p=path.p_values[-1] if path.p_values else 1.0,
                difference=result.results[arm][metric]["difference"],
-               srm_p=result.srm.p_value, winner=result.verdict.winner)
+               srm_p=result.srm.p_value, blocked=result.verdict.blocked,
+               winner=result.verdict.winner)
 
 
 def run_many(world: World, design: Design, simulations: int, settings: analysis_lib.Settings,

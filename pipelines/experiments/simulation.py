@@ -41,7 +41,7 @@ class Study:
     sizes: tuple[int, ...] = (250, 500, 1000, 2000)
     power_runs: int = 100
     aa_users: int = 1000
-    aa_runs: int = 400
+    aa_runs: int = 1000
     srm_users: int = 10_000
     srm_runs: int = 40
     srm_drop: float = 0.10
@@ -94,7 +94,7 @@ def sample_ratio(world_: world.World, study: Study, seed: int = 30_000) -> dict:
     runs = experiment.run_many(world_, design, study.srm_runs, _settings(study), seed)
     return {"users": study.srm_users, "dropped": study.srm_drop,
             "detected": _share(runs, lambda r: r.srm_p < 0.001),
-            "verdict_blocked": _share(runs, lambda r: r.winner is None)}
+            "verdict_blocked": _share(runs, lambda r: r.blocked)}
 
 
 def _plot(figures: dict) -> str:
