@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models analyze simulate-ab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -69,6 +69,13 @@ bench-features: setup  ## feature store benchmark: batch job, materialization, r
 bench-models: setup  ## model quality on the published MovieLens protocols vs baselines (table, curves, report)
 	@test -n "$$(ls $(WORKDIR)/data/training_sets 2>/dev/null)" || $(MAKE) features
 	$(SERVING_PY) -m pipelines.training.benchmark --workdir $(WORKDIR)/benchmark --training-set $(WORKDIR)/data/training_sets
+
+analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=key [CONFIG=experiments.yaml]
+	@test -n "$(EXPOSURES)" -a -n "$(OUTCOMES)" -a -n "$(EXPERIMENT)" || { echo "usage: make analyze EXPOSURES=... OUTCOMES=... EXPERIMENT=..."; exit 2; }
+	$(SERVING_PY) -m pipelines.experiments.analyze --exposures '$(EXPOSURES)' --outcomes '$(OUTCOMES)' --experiment $(EXPERIMENT) $(if $(CONFIG),--config $(CONFIG)) --out reports/experiments/$(EXPERIMENT)
+
+simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: power, A/A FPR with and without peeking, SRM
+	$(SERVING_PY) -m pipelines.experiments.simulation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/experiments/simulation
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports
