@@ -8,6 +8,7 @@ import signal
 
 import grpc
 
+from pipelines.experiments import exposures
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc
 from tests.integration.helpers import extra_router
 
@@ -54,3 +55,6 @@ def test_every_response_is_logged_across_restart_and_kill(stack, tmp_path):
         assert entry["fallback"] == response.fallback and entry["latency_ms"] > 0
     assert logged[served[30].request_id]["user_id"] == "no-such-user"
     assert logged[served[30].request_id]["fallback"]
+    # the experiment analysis reads the log as the router wrote it
+    frame = exposures.read_exposures(directory)
+    assert sorted(frame.request_id) == sorted(r.request_id for r in served)
