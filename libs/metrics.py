@@ -13,6 +13,12 @@ FALLBACKS = Counter("recsys_fallbacks_total", "Answers that came from a fallback
                     ["service", "reason"])
 ARM_REQUESTS = Counter("recsys_experiment_requests_total", "Requests per experiment arm",
                        ["experiment", "arm"])
+SHADOW_REQUESTS = Counter("recsys_shadow_requests_total",
+                          "Shadow requests by outcome: compared, failed, dropped (too many "
+                          "in flight)", ["outcome"])
+SHADOW_OVERLAP = Histogram("recsys_shadow_overlap_at_k",
+                           "Share of the served items the shadow also returned",
+                           buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
 MODEL_VERSION = Gauge("recsys_model_version_loaded", "Model versions the server has loaded",
                       ["model", "version"])
 

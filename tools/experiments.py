@@ -7,6 +7,10 @@
     update FILE [--force]         replaces the experiment with the same key
     pause KEY | resume KEY | stop KEY
     arm USER [--attribute k=v ...]  the arms a user is in and what they are served
+    switch SERVING                blue/green: what users outside experiments are served
+    shadow SHARE SERVING          send SHARE percent of requests also to a shadow (0: off)
+      SERVING: --retrieval-version N --ranking-version N --num-candidates N
+               --rank true|false --candidates model|popular (only those given change)
     hash-token                    reads a token on stdin, prints the sha256 the router's
                                   admin_tokens_file holds for it
 
@@ -29,6 +33,8 @@ from recsys.v1 import experiments_pb2, experiments_pb2_grpc
 STATUS_COMMANDS = {"pause": "PauseExperiment", "resume": "ResumeExperiment",
                    "stop": "StopExperiment"}
 EXPERIMENT_FIELDS = {f.name for f in experiments_pb2.Experiment.DESCRIPTOR.fields}
+SERVING_FLAGS = {"retrieval_version": int, "ranking_version": int, "num_candidates": int,
+                 "rank": lambda text: text.lower() in ("true", "yes", "1"), "candidates": str}
 
 
 def as_yaml(message) -> str:
@@ -56,6 +62,16 @@ def experiment_from_file(path: str) -> experiments_pb2.Experiment:
         raise SystemExit(f"error: {path}: {err}") from None
 
 
+def serving(args) -> experiments_pb2.Serving:
+    return experiments_pb2.Serving(**{name: getattr(args, name) for name in SERVING_FLAGS
+                                      if getattr(args, name) is not None})
+
+
+def add_serving_flags(sub) -> None:
+    for name, kind in SERVING_FLAGS.items():
+        sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+
+
 def run(args, stub) -> str:
     token = os.environ.get("RECSYS_ADMIN_TOKEN", "")
     change = {"metadata": (("authorization", f"Bearer {token}"),)}
@@ -75,6 +91,13 @@ def run(args, stub) -> str:
         call = getattr(stub, STATUS_COMMANDS[args.command])
         return as_yaml(call(experiments_pb2.ExperimentKey(
             key=args.key, expected_config_version=args.expect), **change))
+    if args.command == "switch":
+        return as_yaml(stub.SwitchDefaults(experiments_pb2.SwitchDefaultsRequest(
+            defaults=serving(args), expected_config_version=args.expect), **change))
+    if args.command == "shadow":
+        return as_yaml(stub.SetShadow(experiments_pb2.SetShadowRequest(
+            share=args.share, serves=serving(args), expected_config_version=args.expect),
+            **change))
     attributes = dict(pair.partition("=")[::2] for pair in args.attribute)
     return as_yaml(stub.GetAssignment(experiments_pb2.GetAssignmentRequest(
         user_id=args.user, attributes=attributes)))
@@ -99,6 +122,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "update":
             sub.add_argument("--force", action="store_true",
                              help="re-bucket the users of a running experiment")
+    switch = commands.add_parser("switch")
+    add_serving_flags(switch)
+    shadow = commands.add_parser("shadow")
+    shadow.add_argument("share", type=float, help="percent of requests; 0 turns it off")
+    add_serving_flags(shadow)
+    for sub in (switch, shadow):
+        sub.add_argument("--expect", default="", metavar="VERSION")
     arm = commands.add_parser("arm")
     arm.add_argument("user")
     arm.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")

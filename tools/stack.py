@@ -106,6 +106,7 @@ class Stack:
             "services/router": [f"candidate_service={self.address('services/candidate')}",
                                 f"ranking_service={self.address('services/ranking')}",
                                 f"exposure_log_dir={self.workdir / 'exposures'}",
+                                f"shadow_log_dir={self.workdir / 'shadow'}",
                                 f"experiments_file={self.experiments_file()}",
                                 f"experiment_audit_log={self.workdir / 'experiments_audit.jsonl'}",
                                 *features],

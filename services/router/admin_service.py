@@ -30,12 +30,16 @@ def serving_to_proto(serves: dict) -> experiments_pb2.Serving:
     return experiments_pb2.Serving(**serves)
 
 
+def serving_from_proto(message: experiments_pb2.Serving) -> dict:
+    return {f: getattr(message, f) for f in SERVING_FIELDS if message.HasField(f)}
+
+
 def experiment_from_proto(message: experiments_pb2.Experiment) -> tuple[str, dict]:
     if not message.layer:
         raise AdminError("INVALID_ARGUMENT", "field 'layer' is empty")
     experiment = {"key": message.key, "arms": [
         {"name": a.name, "weight": a.weight,
-         "serves": {f: getattr(a.serves, f) for f in SERVING_FIELDS if a.serves.HasField(f)}}
+         "serves": serving_from_proto(a.serves)}
         for a in message.arms]}
     if message.traffic_from or message.traffic_to:
         experiment["traffic"] = [message.traffic_from, message.traffic_to]
@@ -125,3 +129,29 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         for a in assignments:
             response.assignments.add(layer=a.layer, experiment=a.experiment, arm=a.arm)
         return response
+
+    def _serving(self, version: str) -> experiments_pb2.ServingResponse:
+        self.source.reload_if_changed()
+        doc = self.document.read()
+        shadow = doc.get("shadow") or {}
+        return experiments_pb2.ServingResponse(
+            config_version=version, defaults=serving_to_proto(doc.get("defaults", {})),
+            shadow_share=shadow.get("share", 0),
+            shadow_serves=serving_to_proto(shadow.get("serves", {})))
+
+    async def SwitchDefaults(self, request, context):
+        def work():
+            who = self._editor(context)
+            version, _ = self.document.switch_defaults(
+                who, serving_from_proto(request.defaults), request.expected_config_version)
+            return self._serving(version)
+        return await self._answer(context, work)
+
+    async def SetShadow(self, request, context):
+        def work():
+            who = self._editor(context)
+            version, _ = self.document.set_shadow(
+                who, request.share, serving_from_proto(request.serves),
+                request.expected_config_version)
+            return self._serving(version)
+        return await self._answer(context, work)

@@ -20,6 +20,9 @@ class RouterConfig(FeatureClientConfig):
     # one JSON line per response (services/router/exposure_log.py); empty: no log
     exposure_log_dir: str = "var/exposures"
     exposure_fsync_seconds: float = 1.0
+    # shadow comparisons (services/router/shadow.py), one JSON line each; empty: metrics only
+    shadow_log_dir: str = "var/shadow"
+    shadow_max_in_flight: int = 8
     # the admin API's (ExperimentService) editors and viewers: a YAML list of
     # {who, sha256 of the token, role}; empty: no one may change experiments
     admin_tokens_file: str = ""
@@ -31,5 +34,7 @@ class RouterConfig(FeatureClientConfig):
             raise ValueError("field 'deadline_ms' must be positive")
         if self.max_results <= 0:
             raise ValueError("field 'max_results' must be positive")
+        if self.shadow_max_in_flight < 1:
+            raise ValueError("field 'shadow_max_in_flight' must be at least 1")
         if self.exposure_fsync_seconds < 0:
             raise ValueError("field 'exposure_fsync_seconds' must not be negative")

@@ -111,7 +111,8 @@ class ExperimentDocument:
                                  "exists; update it instead")
             _layer(doc, layer, create=True)["experiments"].append(experiment)
             return None
-        return self._change(who, "create", experiment["key"], change, expected_version)
+        return self._experiment_change(who, "create", experiment["key"], change,
+                                       expected_version)
 
     def update(self, who: str, layer: str, experiment: dict, force: bool = False,
                expected_version: str = "") -> tuple[str, str, dict]:
@@ -127,8 +128,9 @@ class ExperimentDocument:
                     "and create a new one")
             _layer(doc, old_layer)["experiments"].remove(old)
             _layer(doc, layer, create=True)["experiments"].append(experiment)
-            return old_layer, old
-        return self._change(who, "update", experiment["key"], change, expected_version)
+            return {"layer": old_layer, **old}
+        return self._experiment_change(who, "update", experiment["key"], change,
+                                       expected_version)
 
     def set_status(self, who: str, key: str, status: str,
                    expected_version: str = "") -> tuple[str, str, dict]:
@@ -141,13 +143,41 @@ class ExperimentDocument:
             if current not in allowed_from:
                 raise AdminError("FAILED_PRECONDITION",
                                  f"experiment {key!r} is {current}; cannot make it {status}")
-            before = copy.deepcopy(experiment)
+            before = {"layer": layer, **copy.deepcopy(experiment)}
             experiment["status"] = status
-            return layer, before
+            return before
         action = {"paused": "pause", "running": "resume", "stopped": "stop"}[status]
-        return self._change(who, action, key, change, expected_version)
+        return self._experiment_change(who, action, key, change, expected_version)
 
-    def _change(self, who, action, key, change, expected_version):
+    def switch_defaults(self, who: str, settings: dict,
+                        expected_version: str = "") -> tuple[str, dict]:
+        """Blue/green: what everyone outside an experiment is served (e.g. the model
+        versions) changes for all of a router's traffic at once."""
+        def change(doc):
+            before = dict(doc.get("defaults", {}))
+            doc["defaults"] = {**before, **settings}
+            return before
+        return self._change(who, "switch", "defaults", change, expected_version,
+                            lambda doc: doc["defaults"])
+
+    def set_shadow(self, who: str, share: float, settings: dict,
+                   expected_version: str = "") -> tuple[str, dict]:
+        def change(doc):
+            before = doc.get("shadow")
+            doc["shadow"] = {"share": share, "serves": settings}
+            return before
+        return self._change(who, "shadow", "shadow", change, expected_version,
+                            lambda doc: doc["shadow"])
+
+    def _experiment_change(self, who, action, key, change, expected_version):
+        def after(doc):
+            layer, experiment = _find(doc, key)
+            return {"layer": layer, **experiment}
+        version, audited = self._change(who, action, key, change, expected_version, after)
+        layer = audited.pop("layer")
+        return version, layer, audited
+
+    def _change(self, who, action, subject, change, expected_version, after):
         with self._locked():
             doc = self.read()
             old_version = doc.get("version", "")
@@ -162,14 +192,12 @@ class ExperimentDocument:
             except config_lib.ConfigError as err:
                 raise AdminError("INVALID_ARGUMENT", str(err)) from None
             self._write(doc)
-            layer, after = _find(doc, key)
+            result = after(doc)
             self._audit({"time": time.time(), "who": who, "action": action,
-                         "experiment": key,
-                         "before": before and {"layer": before[0], **before[1]},
-                         "after": {"layer": layer, **after},
+                         "subject": subject, "before": before, "after": result,
                          "config_version_before": old_version,
                          "config_version_after": doc["version"]})
-            return doc["version"], layer, after
+            return doc["version"], result
 
     @contextmanager
     def _locked(self):

@@ -41,6 +41,15 @@ class Serving:
                              f"got {self.candidates!r}")
 
 
+def typed_serves(serves: dict, where: str) -> dict:
+    """Some Serving fields, checked and typed as Serving's."""
+    try:
+        typed = config_lib.from_dict(Serving, serves, where)
+    except config_lib.ConfigError as err:
+        raise ValueError(str(err)) from None
+    return {name: getattr(typed, name) for name in serves}
+
+
 @dataclass
 class Arm:
     name: str
@@ -52,12 +61,7 @@ class Arm:
             raise ValueError("field 'name' is empty")
         if self.weight <= 0:
             raise ValueError(f"arm {self.name!r}: field 'weight' must be positive")
-        try:
-            typed = config_lib.from_dict(Serving, self.serves,
-                                         f"arm {self.name!r}: field 'serves'")
-        except config_lib.ConfigError as err:
-            raise ValueError(str(err)) from None
-        self.serves = {name: getattr(typed, name) for name in self.serves}
+        self.serves = typed_serves(self.serves, f"arm {self.name!r}: field 'serves'")
 
 
 def _instant(text: str, name: str) -> datetime | None:
@@ -158,6 +162,23 @@ class Layer:
         return _bucket(self.salt or self.name, user_id) * 100 / BUCKETS
 
 
+@dataclass
+class Shadow:
+    """A share of requests is also answered, after the client's answer, with these Serving
+    fields over the ones the request was served with; the two answers are compared and
+    logged (shadow.py), and the client never sees the shadow's."""
+    share: float = 0.0  # percent of requests
+    serves: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not 0 <= self.share <= 100:
+            raise ValueError(f"shadow: field 'share' must be 0..100 (percent), got {self.share}")
+        self.serves = typed_serves(self.serves, "shadow: field 'serves'")
+        if self.share and not self.serves:
+            raise ValueError("shadow: field 'serves' is empty: the shadow would repeat the "
+                             "request as it was served")
+
+
 @dataclass(frozen=True)
 class Assignment:
     layer: str
@@ -170,6 +191,7 @@ class ExperimentConfig:
     version: str
     layers: list[Layer] = field(default_factory=list)
     defaults: Serving = field(default_factory=Serving)
+    shadow: Shadow = field(default_factory=Shadow)
 
     def validate(self) -> None:
         if not self.version:

@@ -5,7 +5,7 @@ Each line goes to the operating system in one append-mode write as the response 
 so a router that stops or crashes loses nothing it answered; the file is fsynced every
 `fsync_seconds` and on shutdown, for a machine that goes down. Every router process writes
 its own file per UTC day (`exposures-<day>-<host>-<pid>.jsonl`), so replicas sharing a
-volume never interleave lines.
+volume never interleave lines. The shadow comparisons (shadow.py) use the same writer.
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def record(request, response, started: float) -> dict:
 
 
 class ExposureLog:
-    def __init__(self, directory: str | Path, fsync_seconds: float = 1.0):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path, fsync_seconds: float = 1.0,
+                 prefix: str = "exposures"):
+        self.directory, self.prefix = Path(directory), prefix
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync_seconds = fsync_seconds
         self._lock = threading.Lock()
@@ -43,7 +44,7 @@ class ExposureLog:
         self._last_sync = time.monotonic()
 
     def path_for(self, day: str) -> Path:
-        return self.directory / f"exposures-{day}-{socket.gethostname()}-{os.getpid()}.jsonl"
+        return self.directory / f"{self.prefix}-{day}-{socket.gethostname()}-{os.getpid()}.jsonl"
 
     def write(self, line: dict) -> None:
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode()

@@ -17,6 +17,7 @@ from services.router.experiment_admin import AdminTokens, ExperimentDocument
 from services.router.experiments import ExperimentSource
 from services.router.exposure_log import ExposureLog
 from services.router.recommender import InvalidRequest, Recommender
+from services.router.shadow import ShadowRunner
 
 
 class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
@@ -48,10 +49,13 @@ async def serve(config: RouterConfig) -> None:
     ranking_channel = grpc_server.channel(config.ranking_service)
     exposures = (ExposureLog(config.exposure_log_dir, config.exposure_fsync_seconds)
                  if config.exposure_log_dir else None)
+    shadow_log = (ExposureLog(config.shadow_log_dir, config.exposure_fsync_seconds,
+                              prefix="shadow") if config.shadow_log_dir else None)
+    shadows = ShadowRunner(shadow_log, config.shadow_max_in_flight)
     recommender = Recommender(
         experiments, candidate_pb2_grpc.CandidateServiceStub(candidate_channel),
         ranking_pb2_grpc.RankingServiceStub(ranking_channel), popular,
-        config.deadline_ms / 1000, config.max_results, exposures)
+        config.deadline_ms / 1000, config.max_results, exposures, shadows)
 
     def register(server):
         recommend_pb2_grpc.add_RecommendServiceServicer_to_server(
@@ -67,10 +71,12 @@ async def serve(config: RouterConfig) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await shadows.drain(config.grace_seconds)
         await candidate_channel.close()
         await ranking_channel.close()
-        if exposures:
-            exposures.close()
+        for log_file in (exposures, shadow_log):
+            if log_file:
+                log_file.close()
     await server.wait(on_stop=close)
 
 

@@ -16,8 +16,9 @@ from libs import log, metrics
 from libs.feature_store import PopularItems
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, ranking_pb2,
                        ranking_pb2_grpc, recommend_pb2)
-from services.router.experiments import ExperimentSource
+from services.router.experiments import ExperimentSource, Serving
 from services.router.exposure_log import ExposureLog, record
+from services.router.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 Reason = common_pb2.FallbackReason
@@ -33,10 +34,10 @@ class Recommender:
                  candidates: candidate_pb2_grpc.CandidateServiceStub,
                  ranking: ranking_pb2_grpc.RankingServiceStub, popular: PopularItems,
                  deadline_seconds: float, max_results: int,
-                 exposures: ExposureLog | None = None):
+                 exposures: ExposureLog | None = None, shadows: ShadowRunner | None = None):
         self.experiments, self.candidates, self.ranking = experiments, candidates, ranking
         self.popular, self.deadline, self.max_results = popular, deadline_seconds, max_results
-        self.exposures = exposures
+        self.exposures, self.shadows = exposures, shadows
 
     def validate(self, request: recommend_pb2.RecommendRequest) -> None:
         if not request.user_id.strip():
@@ -59,8 +60,6 @@ class Recommender:
         self.validate(request)
         start = time.monotonic()
         budget = min(self.deadline, time_remaining) if time_remaining else self.deadline
-        remaining = lambda: max(budget - (time.monotonic() - start), MIN_STAGE_SECONDS)  # noqa: E731
-
         config = self.experiments.current
         serving, assignments = config.resolve(request.user_id,
                                               dict(request.context.attributes))
@@ -71,9 +70,22 @@ class Recommender:
             metrics.ARM_REQUESTS.labels(assignment.experiment, assignment.arm).inc()
             response.assignments.add(layer=assignment.layer,
                                      experiment=assignment.experiment, arm=assignment.arm)
+        await self.serve(request, serving, response, budget)
+        if self.shadows:
+            self.shadows.maybe_start(self.serve, request, serving, config.shadow, response,
+                                     (time.monotonic() - start) * 1000)
+        return self._finish(request, response, start)
+
+    async def serve(self, request, serving: Serving, response: recommend_pb2.RecommendResponse,
+                    budget: float | None = None) -> None:
+        """Fills `response` (items, model versions, fallback) as `serving` says: the live
+        answer, and the shadow's."""
+        start = time.monotonic()
+        budget = budget or self.deadline
+        remaining = lambda: max(budget - (time.monotonic() - start), MIN_STAGE_SECONDS)  # noqa: E731
         if serving.candidates == "popular":
             self._popular(request, response)
-            return self._finish(request, response, start)
+            return
         metadata = (("x-request-id", response.request_id),)
         context = common_pb2.Context()
         context.CopyFrom(request.context)
@@ -91,7 +103,7 @@ class Recommender:
             log.event(logger, "candidate service failed", logging.WARNING,
                       code=err.code().name, detail=err.details())
             self._fallback_popular(request, response, Reason.CANDIDATES_UNAVAILABLE)
-            return self._finish(request, response, start)
+            return
 
         response.model_versions.retrieval = retrieved.model_version
         response.features_degraded = retrieved.features_degraded
@@ -112,7 +124,6 @@ class Recommender:
                           code=err.code().name, detail=err.details())
                 response.fallback, response.fallback_reason = True, Reason.RANKING_UNAVAILABLE
         response.items.extend(items[:request.num_results])
-        return self._finish(request, response, start)
 
     def _finish(self, request, response: recommend_pb2.RecommendResponse, started: float):
         if response.fallback:

@@ -44,7 +44,7 @@ def test_create_writes_a_valid_new_version_and_audits_it(document):
     assert loaded.version == version
     assert [layer.name for layer in loaded.layers] == ["main", "strategy"]
     [entry] = audit(document)
-    assert (entry["who"], entry["action"], entry["experiment"]) == ("alice", "create",
+    assert (entry["who"], entry["action"], entry["subject"]) == ("alice", "create",
                                                                      "popular_test")
     assert entry["before"] is None and entry["after"]["layer"] == "strategy"
     assert (entry["config_version_before"], entry["config_version_after"]) == ("v0", version)

@@ -1,0 +1,150 @@
+"""Rollout patterns on real processes: blue/green switches of the serving model version
+under load, and shadow traffic. A stack of its own, whose model server keeps the two
+newest versions of each model loaded (as a rollout needs), over the suite's trained
+models."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+import yaml
+
+from recsys.v1 import recommend_pb2, recommend_pb2_grpc
+from tests.conftest import ROOT
+from tests.integration.helpers import newest_version, user_in_arm, wait_for
+from tools.stack import Stack, service_env
+
+ROUTER, MODEL_SERVER = "services/router", "services/model_server"
+TOKEN = "rollout-editor-token"
+MODELS_CONFIG = """model_config_list {{
+{}
+}}"""
+MODEL = """  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow"
+           model_version_policy {{ latest {{ num_versions: 2 }} }} }}"""
+
+
+@pytest.fixture(scope="module")
+def rollout(trained, tmp_path_factory):
+    workdir, _ = trained
+    folder = tmp_path_factory.mktemp("rollout")
+    repo = workdir / "model_repo"
+    blue = newest_version(workdir, "ranking")
+    shutil.copytree(repo / "ranking" / str(blue), repo / "ranking" / str(blue + 1))
+    (folder / "models.config").write_text(MODELS_CONFIG.format("\n".join(
+        MODEL.format(name=n, path=repo / n) for n in ("retrieval", "ranking"))))
+    (folder / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
+        {"who": "release-bot", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]}))
+    experiments = folder / "experiments.yaml"
+    experiments.write_text((ROOT / "services/router/experiments.yaml").read_text())
+    stack = Stack.on_free_ports(workdir, extra={
+        MODEL_SERVER: [f"model_config_file={folder / 'models.config'}"],
+        "services/candidate": ["model_timeout_ms=3000"],
+        "services/ranking": ["model_timeout_ms=3000"],
+        ROUTER: [f"experiments_file={experiments}", f"admin_tokens_file={folder / 'tokens.yaml'}",
+                 f"experiment_audit_log={folder / 'audit.jsonl'}",
+                 f"shadow_log_dir={folder / 'shadow'}", "experiments_poll_seconds=0.2",
+                 "deadline_ms=8000"]})
+    stack.start()
+    try:
+        wait_for(lambda: loaded(stack, "ranking") >= {blue, blue + 1}, 60)
+        yield stack, folder, blue, blue + 1
+    finally:
+        stack.stop()
+
+
+def loaded(stack, model: str) -> set[int]:
+    """The versions the model server reports loaded (its Prometheus gauge)."""
+    port = stack.ports[MODEL_SERVER][1]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    prefix = f'recsys_model_version_loaded{{model="{model}",version="'
+    return {int(line[len(prefix):].split('"')[0]) for line in text.splitlines()
+            if line.startswith(prefix) and line.endswith(" 1.0")}
+
+
+def cli(stack, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.experiments", "--router", stack.address(ROUTER), *args],
+        cwd=ROOT, env={**service_env(), "RECSYS_ADMIN_TOKEN": TOKEN}, capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_blue_green_switch_and_back_fails_no_request(rollout):
+    stack, _, blue, green = rollout
+    cli(stack, "switch", "--ranking-version", str(blue))
+    user = user_in_arm("two_stage")
+    stop, errors = threading.Event(), []
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def client(versions):
+        with grpc.insecure_channel(stack.address(ROUTER)) as channel:
+            stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    answer = stub.Recommend(recommend_pb2.RecommendRequest(
+                        user_id=user, num_results=10), timeout=10)
+                    if answer.fallback:
+                        errors.append(f"fallback {answer.fallback_reason}")
+                    versions.append(answer.model_versions.ranking)
+                except grpc.RpcError as err:
+                    errors.append(err.code().name)
+
+    threads = [threading.Thread(target=client, args=(versions,)) for versions in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        for version in (green, blue):
+            time.sleep(1.0)
+            cli(stack, "switch", "--ranking-version", str(version))
+            wait_for(lambda: all(v and v[-1] == version for v in seen), 30)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:5]
+    for versions in seen:
+        # each client: blue, then green, then blue again; never back and forth
+        runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+        assert runs == [blue, green, blue], runs
+
+
+def test_shadow_is_compared_and_logged_and_never_answers(rollout):
+    stack, folder, blue, green = rollout
+    cli(stack, "switch", "--ranking-version", str(blue))
+    cli(stack, "shadow", "100", "--ranking-version", str(green))
+    users = [str(u) for u in range(1, 21)]
+    try:
+        with grpc.insecure_channel(stack.address(ROUTER)) as channel:
+            stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+            answers = [stub.Recommend(recommend_pb2.RecommendRequest(
+                user_id=u, num_results=10), timeout=10) for u in users]
+    finally:
+        cli(stack, "shadow", "0")
+    ranked = [a for a in answers if a.assignments[0].arm == "two_stage" and not a.fallback]
+    # the clients got the live model, never the shadow's
+    assert ranked and {a.model_versions.ranking for a in ranked} == {blue}
+
+    def logged():
+        lines = [json.loads(line) for path in (folder / "shadow").glob("shadow-*.jsonl")
+                 for line in path.read_text().splitlines()]
+        return len(lines) >= len(answers) and lines
+    entries = {e["request_id"]: e for e in wait_for(logged, 30)}
+    for answer in answers:
+        entry = entries[answer.request_id]
+        assert entry["primary_items"] == [i.item_id for i in answer.items]
+        assert entry["shadow_serves"]["ranking_version"] == green
+        assert entry["shadow_latency_ms"] > 0 and entry["primary_latency_ms"] > 0
+        # green is a copy of blue: the same model ranks the same items the same way
+        assert entry["overlap_at_k"] == 1.0 and entry["shadow_items"] == entry["primary_items"]
+        if answer in ranked:
+            assert entry["shadow_model_versions"]["ranking"] == green
