@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest bench-features bench-models analyze simulate-ab clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), print
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	@test -f $(WORKDIR)/features/serving_summary.json || $(MAKE) features
 	$(SERVING_PY) -m load_tests.run --workdir $(WORKDIR)
+
+loadtest-shadow: setup  ## what shadow traffic costs the client: Recommend p50/p99 with the shadow off and at 100%
+	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
+	$(SERVING_PY) -m load_tests.shadow --workdir $(WORKDIR)
 
 bench-features: setup  ## feature store benchmark: batch job, materialization, reads (in process and via ranking), training sets, stream
 	@test -n "$$(ls $(WORKDIR)/model_repo/ranking/*/saved_model.pb 2>/dev/null)" || $(MAKE) train

@@ -20,7 +20,6 @@ the running config moved on since you read it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 
@@ -29,6 +28,7 @@ import yaml
 from google.protobuf import json_format
 
 from recsys.v1 import experiments_pb2, experiments_pb2_grpc
+from services.router.experiment_admin import AdminTokens
 
 STATUS_COMMANDS = {"pause": "PauseExperiment", "resume": "ResumeExperiment",
                    "stop": "StopExperiment"}
@@ -138,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "hash-token":
-        print(hashlib.sha256(sys.stdin.readline().strip().encode()).hexdigest())
+        print(AdminTokens.digest(sys.stdin.readline().strip()))
         return 0
     with grpc.insecure_channel(args.router) as channel:
         stub = experiments_pb2_grpc.ExperimentServiceStub(channel)

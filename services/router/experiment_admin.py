@@ -62,9 +62,14 @@ class AdminTokens:
         if len(set(names)) != len(names):
             raise ValueError(f"field 'tokens': duplicate names in {names}")
 
+    @staticmethod
+    def digest(token: str) -> str:
+        """What the tokens file holds for a token."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
     def editor(self, token: str) -> str:
         """Who holds this token, if they may change experiments; AdminError otherwise."""
-        digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
+        digest = self.digest(token) if token else ""
         holder = next((t for t in self.tokens if t.sha256 == digest), None)
         if holder is None:
             raise AdminError("UNAUTHENTICATED", "a known admin token is required "
