@@ -80,7 +80,8 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         version, experiments = self.document.experiments()
         return experiments_pb2.ListExperimentsResponse(
             config_version=version,
-            experiments=[experiment_to_proto(layer, e) for layer, e in experiments])
+            experiments=[experiment_to_proto(layer, e) for layer, e in experiments],
+            defaults=serving_to_proto(self.document.read().get("defaults", {})))
 
     async def GetExperiment(self, request, context):
         return await self._answer(

@@ -147,7 +147,8 @@ class Layer:
     def validate(self) -> None:
         if not self.name:
             raise ValueError("layer field 'name' is empty")
-        ranges = sorted((e.traffic, e.key) for e in self.experiments)
+        # a stopped experiment serves no one: its range is free for the next one
+        ranges = sorted((e.traffic, e.key) for e in self.experiments if e.status != "stopped")
         for (first, a), (second, b) in zip(ranges, ranges[1:]):
             if second[0] < first[1]:
                 raise ValueError(f"layer {self.name!r}: experiments {a!r} and {b!r} have "
@@ -233,7 +234,7 @@ class ExperimentConfig:
                 return next(a for a in experiment.arms if a.name == chosen), experiment
         percent = layer.percent(user_id)
         for experiment in layer.experiments:
-            if experiment.covers(percent):
+            if experiment.status != "stopped" and experiment.covers(percent):
                 if experiment.active(now) and experiment.targets(attributes):
                     return experiment.arm_for(user_id), experiment
                 break

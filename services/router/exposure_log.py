@@ -27,6 +27,7 @@ def record(request, response, started: float) -> dict:
         "model_versions": {"retrieval": response.model_versions.retrieval,
                            "ranking": response.model_versions.ranking},
         "items": [item.item_id for item in response.items],
+        "scores": [round(item.score, 4) for item in response.items],
         "fallback": response.fallback,
         "latency_ms": round((time.monotonic() - started) * 1000, 2),
     }

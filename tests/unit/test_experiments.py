@@ -198,3 +198,10 @@ def test_good_new_file_is_picked_up(tmp_path):
     path.write_text(yaml.safe_dump({**document(), "version": "two"}))
     os.utime(path, (1, 1))
     assert source.reload_if_changed() and source.current.version == "two"
+
+
+def test_a_stopped_experiment_frees_its_traffic_for_the_next():
+    config = load(document(("layer", [
+        experiment("old", [("o", 1, {})], status="stopped"),
+        experiment("new", [("n", 1, {})])])))
+    assert arm_of(config, "7") == "n"
