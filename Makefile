@@ -74,9 +74,9 @@ bench-models: setup  ## model quality on the published MovieLens protocols vs ba
 	@test -n "$$(ls $(WORKDIR)/data/training_sets 2>/dev/null)" || $(MAKE) features
 	$(SERVING_PY) -m pipelines.training.benchmark --workdir $(WORKDIR)/benchmark --training-set $(WORKDIR)/data/training_sets
 
-analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=key [CONFIG=experiments.yaml]
+analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=key [CONFIG=the router's experiment file, default var/experiments.yaml]
 	@test -n "$(EXPOSURES)" -a -n "$(OUTCOMES)" -a -n "$(EXPERIMENT)" || { echo "usage: make analyze EXPOSURES=... OUTCOMES=... EXPERIMENT=..."; exit 2; }
-	$(SERVING_PY) -m pipelines.experiments.analyze --exposures '$(EXPOSURES)' --outcomes '$(OUTCOMES)' --experiment $(EXPERIMENT) $(if $(CONFIG),--config $(CONFIG)) --out reports/experiments/$(EXPERIMENT)
+	$(SERVING_PY) -m pipelines.experiments.analyze --exposures '$(EXPOSURES)' --outcomes '$(OUTCOMES)' --experiment $(EXPERIMENT) $(if $(CONFIG),--config $(CONFIG),$(if $(wildcard $(WORKDIR)/experiments.yaml),--config $(WORKDIR)/experiments.yaml)) --out reports/experiments/$(EXPERIMENT)
 
 simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: power, A/A FPR with and without peeking, SRM
 	$(SERVING_PY) -m pipelines.experiments.simulation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/experiments/simulation

@@ -1,5 +1,5 @@
 """Every response is in the exposure log, as served, across a graceful restart and a
-kill of the router."""
+kill of the router; the restarted router assigns the same arms."""
 from __future__ import annotations
 
 import json
@@ -34,6 +34,10 @@ def test_every_response_is_logged_across_restart_and_kill(stack, tmp_path):
             if stop == "kill":  # no shutdown hook runs: only what reached the OS survives
                 os.killpg(router.processes[ROUTER].popen.pid, signal.SIGKILL)
             router.stop()
+
+    # a restarted router puts every user in the same arms
+    first, second = served[:31], served[31:]
+    assert [a.assignments for a in first] == [a.assignments for a in second]
 
     files = sorted(directory.glob("exposures-*.jsonl"))
     assert len(files) == 2  # one per router process
