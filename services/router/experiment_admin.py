@@ -183,6 +183,13 @@ class ExperimentDocument:
         return version, layer, audited
 
     def _change(self, who, action, subject, change, expected_version, after):
+        try:
+            return self._change_locked(who, action, subject, change, expected_version, after)
+        except OSError as err:  # e.g. a read-only mount: say so, change nothing
+            raise AdminError("FAILED_PRECONDITION", f"cannot change the experiment "
+                             f"document {self.path}: {err.strerror or err}") from None
+
+    def _change_locked(self, who, action, subject, change, expected_version, after):
         with self._locked():
             doc = self.read()
             old_version = doc.get("version", "")

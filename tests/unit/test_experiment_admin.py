@@ -114,3 +114,12 @@ def test_tokens_identify_editors_and_refuse_others():
     refused("UNAUTHENTICATED", tokens.editor, "")
     with pytest.raises(config_lib.ConfigError, match="field 'sha256'"):
         config_lib.from_dict(AdminTokens, {"tokens": [{"who": "x", "sha256": "abc"}]}, "t")
+
+
+def test_a_document_that_cannot_be_written_is_a_clear_refusal(tmp_path):
+    # the file system refuses (here: a volume that is not there), not the rules
+    missing = ExperimentDocument(tmp_path / "not-mounted" / "experiments.yaml",
+                                 tmp_path / "audit.jsonl")
+    message = refused("FAILED_PRECONDITION", missing.set_status, "carol", "depth", "paused")
+    assert "cannot change the experiment document" in message
+    assert "No such file or directory" in message
