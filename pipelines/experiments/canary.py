@@ -10,7 +10,7 @@ layer `canary` with two arms, `canary` (the new version) and `stable` (the one u
 now). At each step the canary's weight grows; it is the first arm, so a larger weight
 only adds users to it, nobody flips back and forth. After each step's window the two arms
 are compared from the exposure log: error rate (answers that fell back), p99 latency and
-an online quality proxy (the mean score of the items served). A breach stops the
+an online quality proxy (the mean score of the items the model served). A breach stops the
 experiment at once, which puts every user back on stable: the rollback. When the last
 step passes, the new version becomes the default for everyone (blue/green switch) and the
 experiment stops: the promotion.
@@ -58,8 +58,11 @@ class ArmStats:
     mean_score: float
 
 
-def arm_stats(exposure_dir: Path, key: str, since: float) -> dict[str, ArmStats]:
-    """Per arm of experiment `key`, what the routers answered since `since`."""
+def arm_stats(exposure_dir: Path, key: str, since: float, model: str
+              ) -> dict[str, ArmStats]:
+    """Per arm of experiment `key`, what the routers answered since `since`. The mean
+    score counts only answers the arm's `model` gave (other layers' arms may skip it, and
+    their scores are on another scale)."""
     answers: dict[str, list[dict]] = {}
     for path in Path(exposure_dir).glob("exposures-*.jsonl"):
         for line in path.read_text().splitlines():
@@ -73,7 +76,8 @@ def arm_stats(exposure_dir: Path, key: str, since: float) -> dict[str, ArmStats]
         requests=len(entries),
         error_rate=float(np.mean([e["fallback"] for e in entries])),
         p99_ms=float(np.percentile([e["latency_ms"] for e in entries], 99)),
-        mean_score=float(np.mean([s for e in entries for s in e.get("scores", [])] or [0])))
+        mean_score=float(np.mean([s for e in entries if e["model_versions"][model]
+                                  for s in e.get("scores", [])] or [0])))
         for arm, entries in answers.items()}
 
 
@@ -85,7 +89,8 @@ def breaches(plan: Plan, canary: ArmStats, stable: ArmStats) -> list[str]:
     if stable.p99_ms and canary.p99_ms / stable.p99_ms > plan.max_p99_ratio:
         found.append(f"p99 latency {canary.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms "
                      f"(more than {plan.max_p99_ratio}x)")
-    if stable.mean_score and canary.mean_score / stable.mean_score < plan.min_score_ratio:
+    if stable.mean_score and canary.mean_score and \
+            canary.mean_score / stable.mean_score < plan.min_score_ratio:
         found.append(f"mean served score {canary.mean_score:.3f} vs stable "
                      f"{stable.mean_score:.3f} (under {plan.min_score_ratio}x)")
     return found
@@ -118,7 +123,7 @@ def run(plan: Plan, admin, token: str, exposure_dir: Path, progress=print,
         progress(f"canary {plan.key}: step {number + 1}/{len(plan.steps)}, {share}% of users")
         while True:
             sleep(min(plan.step_seconds, 1.0))
-            stats = arm_stats(exposure_dir, plan.key, step_start)
+            stats = arm_stats(exposure_dir, plan.key, step_start, plan.model)
             canary, stable = stats.get("canary"), stats.get("stable")
             enough = canary and stable and \
                 min(canary.requests, stable.requests) >= plan.min_requests

@@ -52,7 +52,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 async def serve(config: ModelServerConfig) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
-    repo = ModelRepository(model_sources(config), config.settle_seconds)
+    repo = ModelRepository(model_sources(config), config.settle_seconds,
+                           warm_up=prediction.warm_up)
     repo.poll()  # load what is there before accepting traffic
 
     def register(server):

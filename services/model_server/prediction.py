@@ -53,7 +53,12 @@ def _to_tensor(name: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
 
 def predict(repo: ModelRepository, request: predict_pb2.PredictRequest
             ) -> predict_pb2.PredictResponse:
-    loaded = _resolve(repo, request.model_spec)
+    return predict_on(_resolve(repo, request.model_spec), request)
+
+
+def predict_on(loaded: LoadedVersion, request: predict_pb2.PredictRequest
+               ) -> predict_pb2.PredictResponse:
+    """Predict on one loaded version (the request's model spec already resolved)."""
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     fn = loaded.signature(signature_name)
     if fn is None:
@@ -130,3 +135,29 @@ def model_status(repo: ModelRepository, request: get_model_status_pb2.GetModelSt
             status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
             status.status.error_message = state
     return response
+
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"  # where TF Serving reads them
+
+
+def warm_up(loaded: LoadedVersion) -> int:
+    """Replays the version's warm-up requests (PredictionLog records, as TF Serving does)
+    before it serves; returns how many. A request that fails fails the load."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = loaded.path / WARMUP_FILE
+    if not path.exists():
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(str(path)):
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if entry.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"{path}: only Predict warm-up requests are supported, got "
+                             f"{entry.WhichOneof('log_type')}")
+        try:
+            predict_on(loaded, entry.predict_log.request)
+        except ServingError as err:
+            raise ValueError(f"{path}: warm-up request {count + 1} failed: "
+                             f"{err.message}") from None
+        count += 1
+    return count

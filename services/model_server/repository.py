@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -80,9 +81,11 @@ def _signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
 
 
 class ModelRepository:
-    def __init__(self, sources: list[ModelSource], settle_seconds: float = 1.0):
+    def __init__(self, sources: list[ModelSource], settle_seconds: float = 1.0,
+                 warm_up: Callable[[LoadedVersion], int] | None = None):
         self.sources = {s.name: s for s in sources}
         self.settle_seconds = settle_seconds
+        self.warm_up = warm_up  # run on each new version before it serves
         self._loaded: dict[str, dict[int, LoadedVersion]] = {s.name: {} for s in sources}
         # (model, version) -> (load attempts, last error); retried MAX_LOAD_ATTEMPTS times
         self._failed: dict[tuple[str, int], tuple[int, str]] = {}
@@ -146,6 +149,7 @@ class ModelRepository:
             module = tf.saved_model.load(str(path))
             loaded = LoadedVersion(name, version, path, module, _signature_defs(path),
                                    time.time())
+            warmed = self.warm_up(loaded) if self.warm_up else 0
         except Exception as err:  # a corrupt version must not take the server down
             attempts = self._failed.get((name, version), (0, ""))[0] + 1
             message = (str(err).splitlines() or [type(err).__name__])[0][:300]
@@ -155,5 +159,5 @@ class ModelRepository:
             return None
         metrics.MODEL_VERSION.labels(name, str(version)).set(1)
         log.event(logger, "loaded model", model=name, version=version,
-                  seconds=round(time.monotonic() - start, 2))
+                  seconds=round(time.monotonic() - start, 2), warmup_requests=warmed)
         return loaded

@@ -27,14 +27,16 @@ def test_the_canary_arm_comes_first_so_a_ramp_only_adds_users():
 
 
 def test_arm_stats_read_the_step_window_of_the_exposure_log(tmp_path):
-    def line(t, arm, fallback, latency, key="canary-ranking-9"):
+    def line(t, arm, fallback, latency, key="canary-ranking-9", ranking=9):
         return json.dumps({"timestamp": t, "fallback": fallback, "latency_ms": latency,
-                           "scores": [4.0, 3.0],
+                           "scores": [4.0, 3.0] if ranking else [9.0],
+                           "model_versions": {"retrieval": 1, "ranking": ranking},
                            "assignments": [{"layer": "canary", "experiment": key, "arm": arm}]})
     (tmp_path / "exposures-2026-11-27-h-1.jsonl").write_text("\n".join([
         line(5, "canary", True, 900),  # before the step: not counted
         line(10, "canary", True, 30), line(11, "canary", False, 10),
-        line(12, "stable", False, 10), line(13, "stable", False, 12, key="other")]))
-    found = canary.arm_stats(tmp_path, "canary-ranking-9", since=10)
+        line(12, "stable", False, 10), line(13, "stable", False, 12, key="other"),
+        line(14, "stable", False, 10, ranking=0)]))  # not ranked: its score is not counted
+    found = canary.arm_stats(tmp_path, "canary-ranking-9", since=10, model="ranking")
     assert found["canary"].requests == 2 and found["canary"].error_rate == 0.5
-    assert found["stable"].requests == 1 and found["stable"].mean_score == 3.5
+    assert found["stable"].requests == 2 and found["stable"].mean_score == 3.5

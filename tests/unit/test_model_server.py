@@ -194,3 +194,38 @@ def test_ready_only_when_every_model_has_a_version(tmp_path):
     save_version(tmp_path / "other", 1, 1.0)
     repository.poll()
     assert repository.ready()
+
+
+def with_warmup(base, version: int, factor: float, inputs: dict) -> None:
+    """A version carrying TF Serving warm-up requests (as the training export writes)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    save_version(base, version, factor)
+    path = base / str(version) / prediction.WARMUP_FILE
+    path.parent.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=request(**inputs))).SerializeToString())
+    old = time.time() - 60  # copied a minute ago, like the rest of the version
+    os.utime(path, (old, old))
+
+
+def test_warm_up_requests_are_replayed_before_a_version_serves(tmp_path, caplog):
+    caplog.set_level("INFO")
+    base = tmp_path / "scale"
+    with_warmup(base, 1, 2.0, {})
+    repository = ModelRepository([ModelSource("scale", base)], warm_up=prediction.warm_up)
+    repository.poll()
+    assert repository.get("scale").version == 1
+    [loaded] = [r for r in caplog.records if r.getMessage() == "loaded model"]
+    assert loaded.fields["warmup_requests"] == 1
+
+
+def test_a_failing_warm_up_request_fails_the_load_as_in_tf_serving(tmp_path):
+    base = tmp_path / "scale"
+    with_warmup(base, 1, 2.0, {"x": to_tensor_proto([1.0], "float")})  # "tag" missing
+    repository = ModelRepository([ModelSource("scale", base)], warm_up=prediction.warm_up)
+    repository.poll()
+    assert not repository.ready()
+    status = repository.status("scale")[1]
+    assert "warm-up request 1 failed" in status and "Missing but required" in status

@@ -16,6 +16,8 @@ import tempfile
 
 import tensorflow as tf
 
+from pipelines.training.models import warmup
+
 
 def cluster() -> tuple[dict, dict]:
     """(cluster spec, this task) from TF_CONFIG; empty when it is unset."""
@@ -107,7 +109,9 @@ class ReplicaScaledLoss:
         return logs
 
 
-def save_model(module: tf.Module, path: str, signatures: dict) -> None:
-    """Saves on every worker (they must all take part); only the chief's copy stays."""
+def save_model(module: tf.Module, path: str, signatures: dict, model_name: str) -> None:
+    """Saves on every worker (they must all take part); only the chief's copy stays, with
+    warm-up requests for the model server."""
     with write_dir(path) as target:
         tf.saved_model.save(module, target, signatures=signatures)
+        warmup.write(target, model_name, signatures)

@@ -120,4 +120,5 @@ def run_fn(fn_args) -> None:
 
     export = RankingExport(tf_transform_output.transform_features_layer(), model,
                            tf_transform_output.raw_feature_spec())
-    distribution.save_model(export, fn_args.serving_model_dir, export.signatures())
+    distribution.save_model(export, fn_args.serving_model_dir, export.signatures(),
+                            feature_spec.MODEL_NAMES.ranking)

@@ -206,4 +206,5 @@ def run_fn(fn_args) -> None:
 
     catalog = read_catalog(fn_args.custom_config["catalog"])
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
-    distribution.save_model(export, fn_args.serving_model_dir, export.signatures())
+    distribution.save_model(export, fn_args.serving_model_dir, export.signatures(),
+                            feature_spec.MODEL_NAMES.retrieval)
