@@ -89,6 +89,8 @@ class Experiment:
     # request context attribute -> accepted values; every listed attribute must match
     targeting: dict[str, list[str]] = field(default_factory=dict)
     allowlist: dict[str, str] = field(default_factory=dict)  # user id -> arm (QA)
+    # start and stop parsed once, by validate(): active() runs on every request
+    _window: tuple = field(default=(None, None), init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         where = f"experiment {self.key!r}"
@@ -108,13 +110,14 @@ class Experiment:
         start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
         if start and stop and stop <= start:
             raise ValueError(f"{where}: field 'stop' must be after 'start'")
+        self._window = (start, stop)
         for user, arm in self.allowlist.items():
             if arm not in names:
                 raise ValueError(f"{where}: field 'allowlist': user {user!r} is sent to "
                                  f"arm {arm!r}, which is not one of {names}")
 
     def active(self, now: datetime) -> bool:
-        start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
+        start, stop = self._window
         return (self.status == "running" and (start is None or start <= now)
                 and (stop is None or now < stop))
 

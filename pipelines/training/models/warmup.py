@@ -3,8 +3,8 @@
 while loading a version, so its first live calls are not the slow ones (lookup tables
 initialised, graphs optimised on first use).
 
-The requests only need the signature's shapes and types: placeholder values (empty
-strings, ones, zeros) in a batch of a few rows.
+The requests only need the signature's shapes and types: fill values (empty strings,
+ones, zeros) in a batch of a few rows.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 ROWS = 8
 
 
-def placeholder(spec: tf.TensorSpec, rows: int = ROWS) -> np.ndarray:
+def fill_values(spec: tf.TensorSpec, rows: int = ROWS) -> np.ndarray:
     shape = [rows if d is None else d for d in spec.shape.as_list()]
     if spec.dtype == tf.string:
         return np.full(shape, b"", dtype=object)
@@ -44,7 +44,7 @@ def write(export_dir: str, model_name: str, signatures: dict,
             request = predict_pb2.PredictRequest()
             request.model_spec.name, request.model_spec.signature_name = model_name, name
             for key, spec in input_specs(signatures[name]).items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(placeholder(spec),
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(fill_values(spec),
                                                                   dtype=spec.dtype))
             writer.write(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
