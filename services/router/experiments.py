@@ -10,6 +10,7 @@ MurmurHash3 of "<salt>:<user id>": the same in every process, replica and Python
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Arm:
         self.serves = typed_serves(self.serves, f"arm {self.name!r}: field 'serves'")
 
 
+@functools.lru_cache(maxsize=1024)  # active() asks on every request
 def _instant(text: str, name: str) -> datetime | None:
     if not text:
         return None
@@ -89,8 +91,6 @@ class Experiment:
     # request context attribute -> accepted values; every listed attribute must match
     targeting: dict[str, list[str]] = field(default_factory=dict)
     allowlist: dict[str, str] = field(default_factory=dict)  # user id -> arm (QA)
-    # start and stop parsed once, by validate(): active() runs on every request
-    _window: tuple = field(default=(None, None), init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         where = f"experiment {self.key!r}"
@@ -110,14 +110,13 @@ class Experiment:
         start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
         if start and stop and stop <= start:
             raise ValueError(f"{where}: field 'stop' must be after 'start'")
-        self._window = (start, stop)
         for user, arm in self.allowlist.items():
             if arm not in names:
                 raise ValueError(f"{where}: field 'allowlist': user {user!r} is sent to "
                                  f"arm {arm!r}, which is not one of {names}")
 
     def active(self, now: datetime) -> bool:
-        start, stop = self._window
+        start, stop = _instant(self.start, "start"), _instant(self.stop, "stop")
         return (self.status == "running" and (start is None or start <= now)
                 and (stop is None or now < stop))
 
