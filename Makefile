@@ -81,5 +81,12 @@ analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=ke
 simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: power, A/A FPR with and without peeking, SRM
 	$(SERVING_PY) -m pipelines.experiments.simulation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/experiments/simulation
 
+k8s-check:  ## render every overlay, validate against the Kubernetes 1.32 schema, apply the workload policy (no cluster needed)
+	$(SERVING_PY) -m tools.manifests
+
+pipeline-spec: setup  ## compile the TFX pipeline for Kubeflow Pipelines / Vertex AI: STORE=gs://bucket TRAINING_SET=<store path of a span> -> $(WORKDIR)/k8s/recsys_pipeline.json
+	@test -n "$(STORE)" -a -n "$(TRAINING_SET)" || { echo "error: set STORE=gs://bucket[/prefix] and TRAINING_SET=\$$STORE/data/training_sets/span-S" >&2; exit 2; }
+	$(TRAINING_PY) -m pipelines.training.compile --image $$($(SERVING_PY) -m tools.build_manifest image pipelines/training) --workdir $(STORE)/pipeline --training-set $(TRAINING_SET) --out $(WORKDIR)/k8s/recsys_pipeline.json
+
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports

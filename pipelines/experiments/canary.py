@@ -3,7 +3,8 @@
   python -m pipelines.experiments.canary --router HOST:PORT --exposures DIR
       --model ranking --version N [--stable M] [--steps 1,5,25,50] [--step-seconds 300]
       [--min-requests 50] [--max-error-increase 0.01] [--max-p99-ratio 1.5]
-      [--min-score-ratio 0.9]        (the admin token comes from $RECSYS_ADMIN_TOKEN)
+      [--min-score-ratio 0.9] [--promotion defaults|labels]
+      (the admin token comes from $RECSYS_ADMIN_TOKEN)
 
 The plan, through the router's admin API: an experiment `canary-<model>-<version>` in
 layer `canary` with two arms, `canary` (the new version) and `stable` (the one users get
@@ -13,7 +14,8 @@ are compared from the exposure log: error rate (answers that fell back), p99 lat
 an online quality proxy (the mean score of the items the model served). A breach stops the
 experiment at once, which puts every user back on stable: the rollback. When the last
 step passes, the new version becomes the default for everyone (blue/green switch) and the
-experiment stops: the promotion.
+experiment stops: the promotion. With `--promotion labels` (Kubernetes) the controller
+stops there and the delivery pipeline promotes by moving TF Serving's `stable` label.
 """
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ class Plan:
     max_error_increase: float = 0.01  # fallback rate, canary minus stable
     max_p99_ratio: float = 1.5
     min_score_ratio: float = 0.9  # mean served score, canary over stable
+    # defaults: the router's defaults switch to the new version (blue/green, local and
+    # admin-API setups); labels: the delivery pipeline promotes by moving TF Serving's
+    # `stable` label (Kubernetes, docs/deployment.md), the controller only reports
+    promotion: str = "defaults"
 
     @property
     def key(self) -> str:
@@ -140,6 +146,12 @@ def run(plan: Plan, admin, token: str, exposure_dir: Path, progress=print,
             if enough and time.time() - step_start >= plan.step_seconds:
                 break
         steps.append({"share": share, "canary": vars(canary), "stable": vars(stable)})
+    if plan.promotion == "labels":
+        admin.StopExperiment(experiments_pb2.ExperimentKey(key=plan.key), metadata=auth)
+        progress(f"canary {plan.key}: PASSED: promote version {plan.version} by moving "
+                 f"the stable label (tools.model_labels promote {plan.model})")
+        return {"outcome": "passed", "reasons": [], "steps": steps,
+                "seconds_to_pass": round(time.time() - started, 1)}
     admin.SwitchDefaults(experiments_pb2.SwitchDefaultsRequest(
         defaults=experiments_pb2.Serving(**{f"{plan.model}_version": plan.version})),
         metadata=auth)
@@ -164,6 +176,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-error-increase", type=float, default=0.01)
     parser.add_argument("--max-p99-ratio", type=float, default=1.5)
     parser.add_argument("--min-score-ratio", type=float, default=0.9)
+    parser.add_argument("--promotion", choices=("defaults", "labels"), default="defaults",
+                        help="defaults: switch the router's defaults to the version; "
+                             "labels: stop and leave promotion to TF Serving's labels")
     args = parser.parse_args(argv)
     try:
         steps = [float(s) for s in args.steps.split(",")]
@@ -182,14 +197,14 @@ def main(argv=None) -> int:
                              "name the version users get now")
             plan = Plan(args.model, args.version, stable, steps, args.step_seconds,
                         args.min_requests, args.max_error_increase, args.max_p99_ratio,
-                        args.min_score_ratio)
+                        args.min_score_ratio, args.promotion)
             result = run(plan, admin, os.environ.get("RECSYS_ADMIN_TOKEN", ""),
                          Path(args.exposures))
         except grpc.RpcError as err:
             print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
     print(json.dumps(result, indent=2))
-    return 0 if result["outcome"] == "promoted" else 3
+    return 0 if result["outcome"] in ("promoted", "passed") else 3
 
 
 if __name__ == "__main__":

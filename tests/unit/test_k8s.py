@@ -1,88 +1,294 @@
-"""The Kubernetes manifests render offline and agree with the services they deploy."""
+"""The Kubernetes manifests render offline, are valid Kubernetes 1.32 objects, meet the
+project's policy and agree with the services, jobs and images they deploy."""
 from __future__ import annotations
 
-import shutil
-import subprocess
+import copy
+import shlex
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
-import yaml
 
 from libs import config as config_lib
+from libs.feature_store_config import FeatureStoreConfig
+from pipelines.training.config import PipelineConfig
 from services.candidate.config import CandidateConfig
+from services.model_server.config import ModelServerConfig, model_sources
 from services.ranking.config import RankingConfig
 from services.router.config import RouterConfig
 from services.router.experiments import ExperimentConfig
-from services.model_server.config import ModelServerConfig, model_sources
 from tests.conftest import ROOT
-from tools import build_manifest
+from tools import build_manifest, manifests
 
-OVERLAYS = ["dev", "prod"]
-SCHEMAS = {"router": RouterConfig, "candidate": CandidateConfig, "ranking": RankingConfig}
-BASE = ROOT / "k8s" / "base"
+OVERLAYS = manifests.OVERLAYS
+SERVICES = {"router": RouterConfig, "candidate": CandidateConfig, "ranking": RankingConfig}
+SERVING = ("router", "candidate", "ranking", "tf-serving")
+
+
+@lru_cache(maxsize=None)
+def _rendered(overlay: str) -> tuple:
+    return tuple(manifests.overlay(overlay))
 
 
 def render(overlay: str) -> list[dict]:
-    if not shutil.which("kubectl"):
-        pytest.fail("kubectl (with kustomize) is needed to render the manifests")
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return copy.deepcopy(list(_rendered(overlay)))
 
 
-def containers(objects):
-    for obj in objects:
-        if obj["kind"] == "Deployment":
-            spec = obj["spec"]["template"]["spec"]
-            for c in spec.get("initContainers", []) + spec["containers"]:
-                yield obj, spec, c
+def find(objects, kind: str, name: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def config_map_file(objects, prefix: str, key: str) -> str:
+    maps = [o for o in objects if o["kind"] == "ConfigMap"
+            and o["metadata"]["name"].startswith(prefix)]
+    assert len(maps) == 1, prefix
+    return maps[0]["data"][key]
+
+
+def load_config(cls, text: str, tmp_path: Path, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return config_lib.load(cls, path)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_with_hardened_pinned_workloads(overlay):
+def test_every_object_is_valid_for_the_stated_kubernetes_version(overlay):
     objects = render(overlay)
-    kinds = {(o["kind"], o["metadata"]["name"].split("-")[0]) for o in objects}
-    for name in ("router", "candidate", "ranking", "tf"):
-        assert ("Deployment", name) in kinds and ("Service", name) in kinds
-    for obj, pod, c in containers(objects):
-        where = f"{overlay}/{obj['metadata']['name']}/{c['name']}"
-        image = c["image"]
-        assert ":" in image and not image.endswith(":latest"), where
-        assert c["resources"]["limits"] and c["resources"]["requests"], where
-        assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
-        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
-        assert pod["securityContext"]["runAsNonRoot"] is True, where
-        assert pod["automountServiceAccountToken"] is False, where
-        if c in pod["containers"] and c["name"] != "sync-models":
-            assert "readinessProbe" in c and "livenessProbe" in c, where
+    assert manifests.schema_errors(objects) == []
+    # the validation is strict: a misspelt field or a wrong type is caught
+    misspelt, mistyped = find(objects, "Deployment", "router"), find(objects, "Service", "router")
+    misspelt["spec"]["template"]["spec"]["containers"][0]["readinessProb"] = {}
+    mistyped["spec"]["ports"][0]["port"] = "grpc-port"
+    errors = manifests.schema_errors([misspelt, mistyped])
+    assert len(errors) == 2 and "readinessProb" in errors[0] and "grpc-port" in errors[1]
 
 
-def test_every_project_image_is_a_build_target_with_a_dockerfile():
-    images = {t.image: t for t in build_manifest.load().values() if t.image}
-    for overlay in OVERLAYS:
-        for obj, _, c in containers(render(overlay)):
-            if c["image"].startswith("ghcr.io/recsys-platform/"):
-                assert c["image"] in images, f"{c['image']} has no BUILD target"
-                assert (ROOT / images[c["image"]].dockerfile).is_file()
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_meets_the_policy(overlay):
+    assert manifests.policy_violations(render(overlay)) == []
 
 
-def test_cluster_configs_pass_the_service_schemas_and_match_the_ports():
-    objects = {o["metadata"]["name"]: o for o in render("prod")}
-    for name, schema in SCHEMAS.items():
-        loaded = config_lib.load(schema, BASE / "config" / f"{name}.yaml")
-        ports = {p["name"]: p["containerPort"] for p in
-                 objects[name]["spec"]["template"]["spec"]["containers"][0]["ports"]}
-        assert ports == {"grpc": loaded.port, "metrics": loaded.metrics_port}, name
-        assert loaded.host == "0.0.0.0"
-    router = config_lib.load(RouterConfig, BASE / "config" / "router.yaml")
-    assert router.candidate_service == f"candidate:{CandidateConfig().port}"
-    assert router.ranking_service == f"ranking:{RankingConfig().port}"
-    for name in ("candidate", "ranking"):
-        loaded = config_lib.load(SCHEMAS[name], BASE / "config" / f"{name}.yaml")
-        assert loaded.model_server == "tf-serving:8500"
-    config_lib.load(ExperimentConfig, BASE / "config" / "experiments.yaml")
+def test_the_policy_catches_each_kind_of_breach():
+    objects = render("prod")
+    router = find(objects, "Deployment", "router")
+    pod = router["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    main["image"] = "ghcr.io/recsys-platform/router:latest"
+    del main["resources"]["limits"]["memory"]
+    main["securityContext"]["readOnlyRootFilesystem"] = False
+    main["livenessProbe"] = {"tcpSocket": {"port": 50051}}
+    pod["securityContext"]["runAsNonRoot"] = False
+    pod["automountServiceAccountToken"] = True
+    pod["initContainers"][0]["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
+    objects = [o for o in objects if o["kind"] != "PodDisruptionBudget"
+               and o["metadata"]["name"] != "default-deny"]
+    found = "\n".join(manifests.policy_violations(objects))
+    for expected in ("router/router: image 'ghcr.io/recsys-platform/router:latest' is not "
+                     "pinned", "router/router: no memory limit",
+                     "router/router: root filesystem is not read-only",
+                     "router/router: livenessProbe is not a gRPC health check",
+                     "Deployment/router: pod does not run as a non-root user",
+                     "Deployment/router: mounts a service account token",
+                     "router/fetch-features: capabilities are not all dropped",
+                     "Deployment/candidate: no PodDisruptionBudget",
+                     "no default-deny NetworkPolicy"):
+        assert expected in found, expected
 
 
-def test_tf_serving_model_config_names_both_models():
-    sources = model_sources(ModelServerConfig(
-        model_config_file=str(BASE / "config" / "models.config")))
-    assert {s.name for s in sources} == {"retrieval", "ranking"}
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_workloads_autoscale_and_spread_across_zones(overlay):
+    objects = render(overlay)
+    scalers = manifests.autoscaled(objects)
+    for name in SERVING:
+        metrics = {m["type"]: m for m in scalers[name]["spec"]["metrics"]}
+        assert metrics["Resource"]["resource"]["name"] == "cpu"
+        pod = find(objects, "Deployment", name)["spec"]["template"]["spec"]
+        assert "replicas" not in find(objects, "Deployment", name)["spec"], \
+            f"{name}: the autoscaler owns the replica count"
+        keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+        assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    minimum = {"dev": 1, "prod": 3}[overlay]
+    assert {s["spec"]["minReplicas"] for s in scalers.values()} == {minimum}
+    if overlay == "prod":  # the Prometheus adapter serves requests per second there
+        for name in ("router", "candidate", "ranking"):
+            pods = [m for m in scalers[name]["spec"]["metrics"] if m["type"] == "Pods"]
+            assert pods[0]["pods"]["metric"]["name"] == "grpc_requests_per_second"
+
+
+PRODUCT = ({"name": "shop", "labels": {"recsys.io/product": "true"}}, {"app": "shop"})
+OTHER = ({"name": "other", "labels": {}}, {"app": "x"})
+
+
+def pod_labels(objects, name: str) -> tuple[dict, dict]:
+    namespace = next(o for o in objects if o["kind"] == "Namespace")["metadata"]
+    ns = {"name": namespace["name"],
+          "labels": {**namespace.get("labels", {}),
+                     "kubernetes.io/metadata.name": namespace["name"]}}
+    workload = next(o for o in objects if o["metadata"]["name"] == name
+                    and o["kind"] in ("Deployment", "CronJob"))
+    template = (workload["spec"]["jobTemplate"]["spec"]["template"]
+                if workload["kind"] == "CronJob" else workload["spec"]["template"])
+    return ns, template["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_router_is_reachable_from_product_namespaces(overlay):
+    objects = render(overlay)
+    labels = {name: pod_labels(objects, name)[1] for name in SERVING + ("retrain",)}
+    labels["redis"] = {"app.kubernetes.io/name": "redis"}
+    ports = {"router": 50051, "candidate": 50052, "ranking": 50053, "tf-serving": 8500,
+             "redis": 6379}
+
+    def can(source, target):
+        return manifests.reachable(objects, source, labels[target], ports[target])
+
+    assert can(PRODUCT, "router")
+    for target in ("candidate", "ranking", "tf-serving", "redis"):
+        assert not can(PRODUCT, target), target
+    assert not can(OTHER, "router")
+    allowed = {"router": {"candidate", "ranking", "redis"},
+               "candidate": {"tf-serving", "redis"}, "ranking": {"tf-serving", "redis"},
+               "tf-serving": set(), "retrain": {"redis", "router"}}
+    for source, targets in allowed.items():
+        for target in ports:
+            if target != source:
+                expected = target in targets and (target != "redis" or overlay == "dev")
+                got = can(pod_labels(objects, source), target)
+                assert got == expected, f"{overlay}: {source} -> {target}: {got}"
+
+
+def test_redis_is_in_the_namespace_in_dev_and_managed_in_prod(tmp_path):
+    dev, prod = render("dev"), render("prod")
+    assert find(dev, "Service", "redis")
+    assert not [o for o in prod if o["metadata"]["name"] == "redis"]
+    stores = {name: load_config(FeatureStoreConfig, config_map_file(objects, "feature-store",
+                                                                     "feature_store.yaml"),
+                                tmp_path, f"{name}.yaml")
+              for name, objects in (("dev", dev), ("prod", prod))}
+    assert stores["dev"].online_store.connection_string == "redis:6379"
+    address = stores["prod"].online_store.connection_string.split(",")[0]
+    host, port = address.split(":")
+    egress = find(prod, "NetworkPolicy", "allow-managed-redis")["spec"]["egress"][0]
+    assert egress["to"][0]["ipBlock"]["cidr"] == f"{host}/32"
+    assert egress["ports"][0]["port"] == int(port)
+
+
+def mounts(container: dict) -> list[tuple[str, bool]]:
+    return [(m["mountPath"], m.get("readOnly", False)) for m in container["volumeMounts"]]
+
+
+def mounted(path: str, container: dict, writable: bool = False) -> bool:
+    return any(Path(path).is_relative_to(mount) and (not writable or not read_only)
+               for mount, read_only in mounts(container))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_configs_pass_their_schemas_and_match_the_manifests(overlay, tmp_path):
+    objects = render(overlay)
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    for name, schema in SERVICES.items():
+        deployment = find(objects, "Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == ["--config", "/etc/recsys/config.yaml"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        fields = {f"RECSYS_{name.upper()}_{f.upper()}" for f in schema.__dataclass_fields__}
+        assert set(env) <= fields, f"{name}: env names no config field: {set(env) - fields}"
+        for key, value in env.items():
+            (tmp_path / "env.yaml").write_text("")
+            config_lib.load(schema, tmp_path / "env.yaml", env_prefix=f"RECSYS_{name.upper()}")
+        config = load_config(schema, config_map_file(objects, f"{name}-config", "config.yaml"),
+                             tmp_path)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"grpc": config.port, "metrics": config.metrics_port}, name
+        assert config.host == "0.0.0.0"
+        assert {p["name"]: p["port"] for p in services[name]["spec"]["ports"]} == ports
+        grace = float(env.get(f"RECSYS_{name.upper()}_GRACE_SECONDS", config.grace_seconds))
+        assert grace + 3 < pod["terminationGracePeriodSeconds"]
+        assert mounted(config.feature_store_config, container)
+        assert mounted(config.feature_store_dir, container)
+        assert config.feature_source == "feast"
+        if name == "router":
+            for path in (config.experiments_file, config.experiment_audit_log,
+                         config.exposure_log_dir, config.shadow_log_dir):
+                assert mounted(path, container, writable=True), path
+            assert mounted(config.admin_tokens_file, container)
+            for target, address in (("candidate", config.candidate_service),
+                                    ("ranking", config.ranking_service)):
+                host, port = address.split(":")
+                assert host == target and int(port) in {
+                    p["port"] for p in services[target]["spec"]["ports"]}
+        else:
+            host, port = config.model_server.split(":")
+            assert host == "tf-serving"
+            assert int(port) == {p["name"]: p["port"] for p in
+                                 services["tf-serving"]["spec"]["ports"]}["grpc"]
+    experiments = config_map_file(objects, "router-config", "experiments.yaml")
+    load_config(ExperimentConfig, experiments, tmp_path, "experiments.yaml")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tf_serving_config_serves_both_models_with_rollout_labels(overlay, tmp_path):
+    objects = render(overlay)
+    config_map = find(objects, "ConfigMap", "tf-serving-config")
+    path = tmp_path / "models.config"
+    path.write_text(config_map["data"]["models.config"])
+    sources = {s.name: s for s in model_sources(ModelServerConfig(
+        model_config_file=str(path)))}
+    assert set(sources) == {"retrieval", "ranking"}
+    container = find(objects, "Deployment", "tf-serving")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert container["image"] == "tensorflow/serving:2.16.1"  # the training TF version
+    assert "--model_config_file=/etc/tf-serving/models.config" in container["args"]
+    if overlay == "prod":  # explicit versions: what `stable` and `canary` name is loaded
+        for source in sources.values():
+            assert source.policy == "specific" and "stable" in source.labels
+            assert set(source.labels.values()) <= set(source.versions)
+
+
+def test_training_and_feature_configs_pass_their_schemas(tmp_path):
+    objects = render("prod")
+    config = load_config(PipelineConfig, config_map_file(objects, "pipeline-config",
+                                                         "pipeline.yaml"), tmp_path)
+    cron = find(objects, "CronJob", "retrain")
+    pod = manifests.pod_spec(cron)
+    train = next(c for c in pod["initContainers"] if c["name"] == "train")
+    assert train["args"][train["args"].index("--workdir") + 1] == config.workdir
+    assert mounted(config.workdir, train, writable=True)
+
+
+def python_module(container: dict) -> str | None:
+    command = container.get("command", []) + container.get("args", [])
+    if "-m" in command:
+        return command[command.index("-m") + 1]
+    return None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_project_image_has_a_build_target_that_runs_the_command(overlay):
+    targets = build_manifest.load().values()
+    images = {t.image: t for t in targets if t.image}
+    env_of = {}
+    for target in targets:
+        for src in target.srcs:
+            env_of[src] = target.env
+    for obj in render(overlay):
+        pod = manifests.pod_spec(obj)
+        for _, container in manifests.containers(pod) if pod else []:
+            image = container["image"]
+            if not image.startswith("ghcr.io/recsys-platform/"):
+                continue
+            where = f"{obj['metadata']['name']}/{container['name']}"
+            assert image in images, f"{where}: {image} has no BUILD target"
+            assert (ROOT / images[image].dockerfile).is_file(), where
+            module = python_module(container)
+            if module:
+                path = ROOT / (module.replace(".", "/") + ".py")
+                assert path.is_file(), f"{where}: runs {module}, which does not exist"
+                owners = [env for src, env in env_of.items()
+                          if (ROOT / src) == path or path.is_relative_to(ROOT / src)]
+                assert images[image].env in owners or "both" in owners, \
+                    f"{where}: {module} does not run in the {images[image].env} image"
+            elif container.get("command"):
+                assert container["command"][0] in ("/bin/sh", "sh"), shlex.join(
+                    container["command"])
