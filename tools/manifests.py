@@ -1,8 +1,9 @@
 """Checks the Kubernetes manifests without a cluster: render, schema, policy.
 
-  python -m tools.manifests [--kubernetes-version 1.32.0] [OVERLAY ...]
+  python -m tools.manifests [--kubernetes-version 1.32.0] [NAME ...]
 
-Renders each overlay with `kubectl kustomize`, validates every object against the
+Renders each kustomization (the overlays dev and prod, and the canary rollout) with
+`kubectl kustomize`, validates every object against the
 Kubernetes OpenAPI schema of the stated version (kubernetes-validate, strict: unknown
 fields are errors) and applies the project's policy (`policy_violations`). Prints one line
 per problem and exits 1 when there is any; CI and the CD pipeline run it on every change.
@@ -19,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("dev", "prod")
+KUSTOMIZATIONS = {"dev": "k8s/overlays/dev", "prod": "k8s/overlays/prod",
+                  "rollout": "k8s/rollout"}
 KUBERNETES_VERSION = "1.32.0"
 # Custom resources of the Prometheus operator: not in the Kubernetes schema; their shape
 # is checked by tests/unit/test_monitoring.py (and their rules by promtool)
@@ -48,7 +51,7 @@ def render(path: str | Path) -> list[dict]:
 
 
 def overlay(name: str) -> list[dict]:
-    return render(ROOT / "k8s" / "overlays" / name)
+    return render(ROOT / KUSTOMIZATIONS[name])
 
 
 def name_of(obj: dict) -> str:
@@ -153,7 +156,7 @@ def policy_violations(objects: list[dict]) -> list[str]:
         if not any(_selects(p["spec"]["selector"], labels)
                    for p in by_kind.get("PodDisruptionBudget", [])):
             found.append(f"{name_of(obj)}: no PodDisruptionBudget")
-    if not any(p["spec"].get("podSelector") == {} and
+    if by_kind.get("Namespace") and not any(p["spec"].get("podSelector") == {} and
                set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
                and not p["spec"].get("ingress") and not p["spec"].get("egress")
                for p in by_kind.get("NetworkPolicy", [])):
@@ -238,7 +241,7 @@ def reachable(objects: list[dict], source: tuple[dict, dict], target_labels: dic
     return egress_ok and ingress_ok
 
 
-def check(overlays=OVERLAYS, version: str = KUBERNETES_VERSION) -> list[str]:
+def check(overlays=tuple(KUSTOMIZATIONS), version: str = KUBERNETES_VERSION) -> list[str]:
     problems = []
     for name in overlays:
         try:
@@ -254,12 +257,14 @@ def check(overlays=OVERLAYS, version: str = KUBERNETES_VERSION) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overlays", nargs="*", default=list(OVERLAYS))
+    parser.add_argument("overlays", nargs="*", default=list(KUSTOMIZATIONS),
+                        metavar="NAME", help=f"of {', '.join(KUSTOMIZATIONS)}")
     parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION)
     args = parser.parse_args(argv)
-    unknown = [o for o in args.overlays if not (ROOT / "k8s" / "overlays" / o).is_dir()]
+    unknown = [o for o in args.overlays if o not in KUSTOMIZATIONS]
     if unknown:
-        print(f"error: no overlay {unknown[0]!r} under k8s/overlays", file=sys.stderr)
+        print(f"error: no kustomization named {unknown[0]!r}; known: "
+              f"{', '.join(KUSTOMIZATIONS)}", file=sys.stderr)
         return 2
     problems = check(args.overlays, args.kubernetes_version)
     for problem in problems:

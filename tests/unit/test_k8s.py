@@ -51,19 +51,20 @@ def load_config(cls, text: str, tmp_path: Path, name: str = "config.yaml"):
     return config_lib.load(cls, path)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", manifests.KUSTOMIZATIONS)
 def test_every_object_is_valid_for_the_stated_kubernetes_version(overlay):
     objects = render(overlay)
     assert manifests.schema_errors(objects) == []
     # the validation is strict: a misspelt field or a wrong type is caught
-    misspelt, mistyped = find(objects, "Deployment", "router"), find(objects, "Service", "router")
+    misspelt, mistyped = (find(render("prod"), "Deployment", "router"),
+                          find(render("prod"), "Service", "router"))
     misspelt["spec"]["template"]["spec"]["containers"][0]["readinessProb"] = {}
     mistyped["spec"]["ports"][0]["port"] = "grpc-port"
     errors = manifests.schema_errors([misspelt, mistyped])
     assert len(errors) == 2 and "readinessProb" in errors[0] and "grpc-port" in errors[1]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", manifests.KUSTOMIZATIONS)
 def test_every_workload_meets_the_policy(overlay):
     assert manifests.policy_violations(render(overlay)) == []
 
@@ -264,7 +265,7 @@ def python_module(container: dict) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", manifests.KUSTOMIZATIONS)
 def test_every_project_image_has_a_build_target_that_runs_the_command(overlay):
     targets = build_manifest.load().values()
     images = {t.image: t for t in targets if t.image}
