@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -81,12 +81,15 @@ analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=ke
 simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: power, A/A FPR with and without peeking, SRM
 	$(SERVING_PY) -m pipelines.experiments.simulation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/experiments/simulation
 
+images:  ## docker build every image in BUILD (tools/images.py; without docker it lists the commands)
+	$(SERVING_PY) -m tools.images
+
 k8s-check:  ## render every overlay, validate against the Kubernetes 1.32 schema, apply the workload policy (no cluster needed)
 	$(SERVING_PY) -m tools.manifests
 
 pipeline-spec: setup  ## compile the TFX pipeline for Kubeflow Pipelines / Vertex AI: STORE=gs://bucket TRAINING_SET=<store path of a span> -> $(WORKDIR)/k8s/recsys_pipeline.json
 	@test -n "$(STORE)" -a -n "$(TRAINING_SET)" || { echo "error: set STORE=gs://bucket[/prefix] and TRAINING_SET=\$$STORE/data/training_sets/span-S" >&2; exit 2; }
-	$(TRAINING_PY) -m pipelines.training.compile --image $$($(SERVING_PY) -m tools.build_manifest image pipelines/training) --workdir $(STORE)/pipeline --training-set $(TRAINING_SET) --out $(WORKDIR)/k8s/recsys_pipeline.json
+	$(TRAINING_PY) -m pipelines.training.compile --workdir $(STORE)/pipeline --training-set $(TRAINING_SET) --out $(WORKDIR)/k8s/recsys_pipeline.json
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports
