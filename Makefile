@@ -87,9 +87,10 @@ images:  ## docker build every image in BUILD (tools/images.py; without docker i
 k8s-check:  ## render every overlay, validate against the Kubernetes 1.32 schema, apply the workload policy (no cluster needed)
 	$(SERVING_PY) -m tools.manifests
 
+PIPELINE_IMAGE = $(shell $(SERVING_PY) -c "from tools.build_manifest import load; print(load()['pipelines/training'].image)")
 pipeline-spec: setup  ## compile the TFX pipeline for Kubeflow Pipelines / Vertex AI: STORE=gs://bucket TRAINING_SET=<store path of a span> -> $(WORKDIR)/k8s/recsys_pipeline.json
 	@test -n "$(STORE)" -a -n "$(TRAINING_SET)" || { echo "error: set STORE=gs://bucket[/prefix] and TRAINING_SET=\$$STORE/data/training_sets/span-S" >&2; exit 2; }
-	$(TRAINING_PY) -m pipelines.training.compile --workdir $(STORE)/pipeline --training-set $(TRAINING_SET) --out $(WORKDIR)/k8s/recsys_pipeline.json
+	$(TRAINING_PY) -m pipelines.training.compile --image $(PIPELINE_IMAGE) --workdir $(STORE)/pipeline --training-set $(TRAINING_SET) --out $(WORKDIR)/k8s/recsys_pipeline.json
 
 clean:  ## remove outputs (keeps the environments)
 	rm -rf $(WORKDIR) reports
