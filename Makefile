@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab images clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab drift images k8s-check pipeline-spec clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=ke
 
 simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: power, A/A FPR with and without peeking, SRM
 	$(SERVING_PY) -m pipelines.experiments.simulation $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/experiments/simulation
+
+drift:  ## drift check: recent features and served scores vs the served model's training set [CHECKS=features,label,predictions PUSHGATEWAY=host:port DRIFT_ARGS=...]
+	$(SERVING_PY) -m pipelines.monitoring.check --workdir $(WORKDIR) $(if $(CHECKS),--checks $(CHECKS)) $(if $(PUSHGATEWAY),--pushgateway $(PUSHGATEWAY)) --out reports/drift $(DRIFT_ARGS)
 
 images:  ## docker build every image in BUILD (tools/images.py; without docker it lists the commands)
 	$(SERVING_PY) -m tools.images

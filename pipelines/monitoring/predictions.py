@@ -1,0 +1,128 @@
+"""What the router served, per window, from its exposure log (services/router/
+exposure_log.py: one JSON line per response, files `exposures-<UTC day>-<host>-<pid>.jsonl`).
+
+Two signals: whether an answer fell back (`fallback`), and the scores of the items of
+answers the ranking model scored (`model_versions.ranking` > 0 and no fallback). Other
+answers' scores are on other scales (retrieval scores, popularity counts), so mixing
+them in would make a change of traffic mix look like a change of the model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.monitoring.windows import DAY, InputError, Window
+
+FILE_DAY = re.compile(r"-(\d{4}-\d{2}-\d{2})-")
+
+
+@dataclass
+class Served:
+    """Responses in one window."""
+    fallbacks: list[bool] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    ranking_versions: Counter = field(default_factory=Counter)
+
+    @property
+    def responses(self) -> int:
+        return len(self.fallbacks)
+
+
+def _number(record: dict, name: str, where: str) -> float:
+    value = record.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise InputError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse(line: str, where: str) -> tuple[float, bool, int, list[float]]:
+    """(timestamp, fallback, ranking model version, scores) of one exposure line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    if not isinstance(record.get("fallback"), bool):
+        raise InputError(f"{where}: field 'fallback' must be true or false, "
+                         f"got {record.get('fallback')!r}")
+    versions = record.get("model_versions") or {}
+    if not isinstance(versions, dict):
+        raise InputError(f"{where}: field 'model_versions' must be an object")
+    scores = record.get("scores") or []  # older lines carry no scores
+    if not isinstance(scores, list):
+        raise InputError(f"{where}: field 'scores' must be a list")
+    for i in range(len(scores)):
+        _number({"score": scores[i]}, "score", f"{where}: scores[{i}]")
+    return (_number(record, "timestamp", where), record["fallback"],
+            int(versions.get("ranking") or 0), [float(s) for s in scores])
+
+
+def _day_overlaps(path: Path, windows: list[Window]) -> bool:
+    """Files named by their UTC day hold that day's lines only: skip the others unread."""
+    found = FILE_DAY.search(path.name)
+    if not found:
+        return True
+    start = datetime.fromisoformat(found.group(1)).replace(tzinfo=timezone.utc).timestamp()
+    return any(start < w.end and start + DAY > w.start for w in windows)
+
+
+def log_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no exposure log directory (the router's "
+                         "exposure_log_dir; --exposures DIR)")
+    # shadow-*.jsonl are the shadow comparisons, another record
+    return sorted(p for p in directory.glob("*.jsonl") if not p.name.startswith("shadow-"))
+
+
+def _lines(path: Path):
+    """(where, line) of every non-empty line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read: {err}") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            yield f"{path}:{number}", line
+
+
+def latest(directory: Path) -> float:
+    """The newest response's time (for --until latest): reads every file."""
+    newest = -math.inf
+    for path in log_files(directory):
+        for where, line in _lines(path):
+            newest = max(newest, parse(line, where)[0])
+    if newest == -math.inf:
+        raise InputError(f"{directory}: the exposure log has no responses")
+    return newest
+
+
+def read(directory: Path, windows: list[Window]) -> dict[str, Served]:
+    """Served per window name."""
+    served = {w.name: Served() for w in windows}
+    for path in log_files(directory):
+        if not _day_overlaps(path, windows):
+            continue
+        for where, line in _lines(path):
+            seconds, fallback, version, scores = parse(line, where)
+            for window in windows:
+                if window.holds(seconds):
+                    into = served[window.name]
+                    into.fallbacks.append(fallback)
+                    if version > 0 and not fallback:
+                        into.scores.extend(scores)
+                        into.ranking_versions[version] += 1
+    return served
+
+
+def samples(served: Served) -> dict[str, np.ndarray]:
+    return {"score": np.array(served.scores, float),
+            "fallback": np.array(served.fallbacks, float)}

@@ -1,0 +1,154 @@
+"""The drift check's CLI on bad input: one line on stderr naming what, exit code 2, no
+traceback and nothing written; and how it finds the served model's training set."""
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.monitoring import check, features
+from pipelines.monitoring.windows import DAY, InputError
+
+T0 = 880_000_000  # autumn 1997, as MovieLens
+
+
+def land(raw, ratings):
+    raw.mkdir(parents=True)
+    (raw / "users.csv").write_text("user_id,age,gender,occupation,zip_code\n"
+                                   "1,30,F,writer,12345\n2,45,M,student,54321\n")
+    (raw / "items.csv").write_text("item_id,title,release_year,genres\n"
+                                   "10,A (1990),1990,Drama\n11,B (1995),1995,Comedy|War\n")
+    lines = [f"{u},{i},{r},{t}" for u, i, r, t in ratings]
+    (raw / "ratings.csv").write_text("user_id,item_id,rating,timestamp\n"
+                                     + "\n".join(lines) + "\n")
+
+
+def run(tmp_path, capsys, *argv):
+    code = check.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "out"), *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def bad_input(tmp_path, capsys, *argv) -> str:
+    code, _, err = run(tmp_path, capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    return err
+
+
+def test_no_landed_data_names_the_file(tmp_path, capsys):
+    err = bad_input(tmp_path, capsys, "--checks", "features")
+    assert f"{tmp_path}/data/raw: no landed users.csv, items.csv, ratings.csv" in err
+
+
+def test_an_empty_recent_window_is_named(tmp_path, capsys):
+    land(tmp_path / "data" / "raw", [(1, 10, 4, T0), (2, 11, 3, T0 + 60)])
+    err = bad_input(tmp_path, capsys, "--checks", "features", "--reference-set", "window",
+                    "--until", "1998-04-01")
+    assert "recent window 1998-03-25T00:00:00Z .. 1998-04-01T00:00:00Z: no landed ratings" \
+        in err
+
+
+def test_a_window_with_too_few_rows_is_not_judged(tmp_path, capsys):
+    land(tmp_path / "data" / "raw", [(1, 10, 4, T0 - 10 * DAY), (2, 11, 3, T0 - 60)])
+    err = bad_input(tmp_path, capsys, "--checks", "features", "--reference-set", "window",
+                    "--until", str(T0))
+    assert "recent window" in err and "1 landed ratings" in err
+    assert "fewer than min_rows 1000" in err
+
+
+def test_no_training_set_to_compare_with(tmp_path, capsys):
+    land(tmp_path / "data" / "raw", [(1, 10, 4, T0 - 60)])
+    err = bad_input(tmp_path, capsys, "--checks", "features", "--until", "latest",
+                    "--set", "min_rows=1")
+    assert "data/training_sets: no training set" in err
+
+
+def test_no_exposure_log_and_a_malformed_line(tmp_path, capsys):
+    err = bad_input(tmp_path, capsys, "--checks", "predictions")
+    assert f"{tmp_path}/exposures: no exposure log directory" in err
+    log = tmp_path / "exposures" / "exposures-1997-11-20-host-1.jsonl"
+    log.parent.mkdir()
+    good = {"timestamp": T0, "fallback": False, "scores": [4.1],
+            "model_versions": {"retrieval": 1, "ranking": 1}}
+    log.write_text(json.dumps(good) + "\n" + json.dumps({**good, "fallback": "no"}) + "\n")
+    err = bad_input(tmp_path, capsys, "--checks", "predictions", "--until", "latest")
+    assert f"{log}:2: field 'fallback' must be true or false" in err
+
+
+def test_no_responses_in_the_reference_window(tmp_path, capsys):
+    log = tmp_path / "exposures" / "exposures-1997-11-20-host-1.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"timestamp": T0, "fallback": False, "scores": []}) + "\n")
+    err = bad_input(tmp_path, capsys, "--checks", "predictions", "--until", "latest")
+    assert "error: reference window 1997-10-16T04:26:40Z .. 1997-11-13T04:26:40Z: " \
+           "no responses in" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--checks", "features,colour"], "--checks 'features,colour': choose from"),
+    (["--until", "soon"], "--until 'soon': expected now, latest"),
+    (["--recent-days", "0", "--checks", "predictions"], "--recent-days must be positive"),
+    (["--set", "thresholds={psi: -1}"], "--set: field 'thresholds': field 'psi' must be "
+                                        "positive"),
+    (["--set", "colour=red"], "--set: unknown key(s) 'colour'"),
+])
+def test_bad_flags_and_config(tmp_path, capsys, argv, message):
+    (tmp_path / "exposures").mkdir()
+    assert message in bad_input(tmp_path, capsys, *argv)
+
+
+def test_the_served_models_training_set_is_found_from_its_model_card(tmp_path):
+    sets = tmp_path / "data" / "training_sets"
+    for span in (100, 200):  # 200 is newer, but the served model learnt from 100
+        (sets / f"span-{span}").mkdir(parents=True)
+        pd.DataFrame({"timestamp": [span]}).to_parquet(sets / f"span-{span}" /
+                                                       "ratings.parquet")
+    version = tmp_path / "model_repo" / "ranking" / "7"
+    version.mkdir(parents=True)
+    # the card names the path where it was trained (another machine): found by span
+    (version / "model_card.md").write_text("| training set | `/elsewhere/span-100` |\n"
+                                           "| span | 100 |\n")
+    path, why = features.serving_training_set(tmp_path)
+    assert path == sets / "span-100" and "ranking model version 7" in why
+    (version / "model_card.md").write_text("| training set | `/elsewhere/span-300` |\n"
+                                           "| span | 300 |\n")
+    with pytest.raises(InputError, match="the training set it names is not there"):
+        features.serving_training_set(tmp_path)
+    (version / "model_card.md").unlink()
+    path, why = features.serving_training_set(tmp_path)
+    assert path == sets / "span-200" and "no ranking model card" in why
+
+
+def test_only_answers_the_ranking_model_scored_count_and_other_days_are_not_read(tmp_path):
+    from pipelines.monitoring import predictions
+    from pipelines.monitoring.windows import Window
+
+    def line(t, fallback, ranking, scores):
+        return json.dumps({"timestamp": t, "fallback": fallback, "scores": scores,
+                           "model_versions": {"retrieval": 1, "ranking": ranking}}) + "\n"
+
+    (tmp_path / "exposures-1997-11-20-a-1.jsonl").write_text(
+        line(T0, False, 2, [4.5, 4.0]) + line(T0 + 1, True, 0, [300.0])  # popular items
+        + line(T0 + 2, False, 0, [0.9]))  # a retrieval-only arm: retrieval scores
+    (tmp_path / "exposures-1997-10-01-a-1.jsonl").write_text("not json\n")  # outside
+    (tmp_path / "shadow-1997-11-20-a-1.jsonl").write_text("{}\n")  # another record
+    window = Window("recent", T0 - 60, T0 + 60)
+    served = predictions.read(tmp_path, [window])["recent"]
+    assert served.fallbacks == [False, True, False]
+    assert served.scores == [4.5, 4.0] and served.ranking_versions == {2: 1}
+    samples = predictions.samples(served)
+    assert samples["fallback"].tolist() == [0, 1, 0]
+
+
+def test_a_push_that_fails_is_exit_2_after_the_report(tmp_path, capsys):
+    from tools.stack import free_port
+
+    land(tmp_path / "data" / "raw", [(1, 10, 4, T0 - 20 * DAY), (2, 11, 3, T0 - DAY)])
+    code, out, err = run(tmp_path, capsys, "--checks", "features", "--reference-set",
+                         "window", "--until", str(T0), "--set", "min_rows=1",
+                         "--pushgateway", f"127.0.0.1:{free_port()}")  # nobody listens
+    assert code == 2 and "user_id" in out
+    assert err.startswith("error: push to the Pushgateway 127.0.0.1:") and "Traceback" not in err
+    assert (tmp_path / "out" / "drift.json").is_file()
