@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 .PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab drift images k8s-check pipeline-spec clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 	@echo "  variables: WORKDIR=$(WORKDIR) (outputs), DATA_DIR= (MovieLens directory)"
 
 setup:  ## create both pinned environments and generate the gRPC stubs
