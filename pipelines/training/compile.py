@@ -1,6 +1,6 @@
 """Compiles the training pipeline for Kubeflow Pipelines / Vertex AI (KubeflowV2DagRunner).
 
-  python -m pipelines.training.compile [--image IMAGE] --workdir gs://BUCKET/recsys
+  python -m pipelines.training.compile --image IMAGE --workdir gs://BUCKET/recsys
                                        --training-set gs://BUCKET/recsys/data/training_sets/span-S
                                        [--out recsys_pipeline.json] [--set key=value ...]
 
@@ -23,7 +23,6 @@ from pathlib import Path  # noqa: E402
 from libs import config as config_lib  # noqa: E402
 from pipelines.training import config as pipeline_config  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
-from tools import build_manifest  # noqa: E402
 
 
 
@@ -46,8 +45,7 @@ def main(argv=None) -> int:
     pipeline_config.add_arguments(parser, workdir_help="e.g. gs://bucket/recsys",
                                   training_set_help="e.g. gs://bucket/recsys/data/"
                                                     "training_sets/span-S", required=True)
-    parser.add_argument("--image", default=build_manifest.load()["pipelines/training"].image,
-                        help="the pipeline's container image (default: its BUILD target's)")
+    parser.add_argument("--image", required=True, help="the pipeline's container image")
     parser.add_argument("--out", default="recsys_pipeline.json")
     args = parser.parse_args(argv)
     try:
