@@ -61,10 +61,17 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         async def observed(request, context):
             token = log.request_id.set(_request_id(request, context))
             start = time.perf_counter()
+            crashed = False
             try:
                 return await behavior(request, context)
+            except Exception:
+                # an abort sets its code before raising; anything else reaches the client
+                # as UNKNOWN and must count as a failure, not as OK
+                crashed = True
+                raise
             finally:
-                code = context.code() or grpc.StatusCode.OK
+                code = context.code() or (grpc.StatusCode.UNKNOWN if crashed
+                                          else grpc.StatusCode.OK)
                 code = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 seconds = time.perf_counter() - start
                 metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)

@@ -33,6 +33,7 @@ NON_GRPC_PROBES = {
     "tf-serving": "TF Serving has no grpc.health.v1; its REST model status is the check",
     "sync-models": "a sidecar: restarted when its last successful sync is too old",
     "redis": "Redis speaks RESP: redis-cli ping",
+    "pushgateway": "an HTTP server: its /-/ready and /-/healthy endpoints",
 }
 
 

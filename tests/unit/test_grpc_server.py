@@ -20,9 +20,19 @@ async def slow_echo(request: bytes, context) -> bytes:
     return request
 
 
+async def crash(request: bytes, context) -> bytes:
+    raise RuntimeError("a bug")
+
+
+async def reject(request: bytes, context) -> bytes:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+
+
 def register(server):
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(slow_echo)})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
+        "Call": grpc.unary_unary_rpc_method_handler(slow_echo),
+        "Crash": grpc.unary_unary_rpc_method_handler(crash),
+        "Reject": grpc.unary_unary_rpc_method_handler(reject)})])
     return [SERVICE]
 
 
@@ -59,9 +69,18 @@ async def _health_and_metrics():
                 health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             await channel.unary_unary(f"/{SERVICE}/Call")(b"x", timeout=5)
+            for method, code in (("Crash", grpc.StatusCode.UNKNOWN),
+                                 ("Reject", grpc.StatusCode.INVALID_ARGUMENT)):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await channel.unary_unary(f"/{SERVICE}/{method}")(b"x", timeout=5)
+                assert err.value.code() == code
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode())
-        assert 'recsys_rpc_server_seconds_count{code="OK",method="Call",service="test"}' in text
+        # what the client saw, including a handler that crashed (the error alerts read it)
+        for method, code in (("Call", "OK"), ("Crash", "UNKNOWN"),
+                             ("Reject", "INVALID_ARGUMENT")):
+            assert (f'recsys_rpc_server_seconds_count{{code="{code}",method="{method}",'
+                    f'service="test"}}') in text, method
     finally:
         server.stop()
         await server.wait()

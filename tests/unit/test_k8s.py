@@ -138,21 +138,22 @@ def test_only_the_router_is_reachable_from_product_namespaces(overlay):
     objects = render(overlay)
     labels = {name: pod_labels(objects, name)[1] for name in SERVING + ("retrain",)}
     labels["redis"] = {"app.kubernetes.io/name": "redis"}
+    labels["pushgateway"] = pod_labels(objects, "pushgateway")[1]
     ports = {"router": 50051, "candidate": 50052, "ranking": 50053, "tf-serving": 8500,
-             "redis": 6379}
+             "redis": 6379, "pushgateway": 9091}
 
     def can(source, target):
         return manifests.reachable(objects, source, labels[target], ports[target])
 
     assert can(PRODUCT, "router")
-    for target in ("candidate", "ranking", "tf-serving", "redis"):
+    for target in ("candidate", "ranking", "tf-serving", "redis", "pushgateway"):
         assert not can(PRODUCT, target), target
     assert not can(OTHER, "router")
     allowed = {"router": {"candidate", "ranking", "redis"},
                "candidate": {"tf-serving", "redis"}, "ranking": {"tf-serving", "redis"},
-               "tf-serving": set(), "retrain": {"redis", "router"}}
+               "tf-serving": set(), "retrain": {"redis", "router", "pushgateway"}}
     for source, targets in allowed.items():
-        for target in ports:
+        for target in ports:  # every pair not listed is refused
             if target != source:
                 expected = target in targets and (target != "redis" or overlay == "dev")
                 got = can(pod_labels(objects, source), target)

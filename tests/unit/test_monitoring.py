@@ -224,16 +224,14 @@ def github_anchor(heading: str) -> str:
 def test_monitoring_kustomization_renders():
     objects = kustomize(MONITORING)
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
-    assert kinds == [("ConfigMap", "recsys-dashboard"), ("PrometheusRule", "recsys"),
+    assert kinds == [("ConfigMap", "recsys-dashboard"), ("Deployment", "pushgateway"),
+                     ("NetworkPolicy", "pushgateway"), ("PodDisruptionBudget", "pushgateway"),
+                     ("PrometheusRule", "recsys"),
+                     ("Service", "pushgateway"),
                      ("ServiceMonitor", "candidate-metrics"),
                      ("ServiceMonitor", "pushgateway-metrics"),
                      ("ServiceMonitor", "ranking-metrics"), ("ServiceMonitor", "router-metrics"),
                      ("ServiceMonitor", "tf-serving-metrics")]
-    # names of their own: tests index the rendered base by name (test_k8s.py)
-    base_names = {o["metadata"]["name"] for o in kustomize(ROOT / "k8s" / "base")
-                  if o["kind"] not in ("ServiceMonitor", "PrometheusRule")
-                  and o["metadata"]["name"] != "recsys-dashboard"}
-    assert not base_names & {o["metadata"]["name"] for o in objects}
     dashboard_map = next(o for o in objects if o["kind"] == "ConfigMap")
     assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard_map["data"]["recsys.json"]) == dashboard()
@@ -243,13 +241,9 @@ def test_monitoring_kustomization_renders():
 
 
 def test_service_monitors_select_the_base_services_and_their_ports(tmp_path):
-    """The base with this folder as a resource (`- monitoring`, until the base lists it
-    itself), under a namespace as the overlays set it: every monitor finds its Service
-    and port."""
+    """The base (which lists this folder) under a namespace, as the overlays set it:
+    every monitor finds its Service and port."""
     resources = [os.path.relpath(ROOT / "k8s" / "base", tmp_path)]
-    base = yaml.safe_load((ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
-    if "monitoring" not in base["resources"]:
-        resources.append(os.path.relpath(MONITORING, tmp_path))
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "namespace": "recsys", "resources": resources}))
@@ -266,15 +260,16 @@ def test_service_monitors_select_the_base_services_and_their_ports(tmp_path):
         assert monitor["metadata"]["namespace"] == "recsys"
         assert "namespaceSelector" not in spec, name  # the app's own namespace
         [endpoint] = spec["endpoints"]
-        if name == "pushgateway":  # not in the base; the pushed job label must survive
+        if name == "pushgateway":  # the pushed job label (recsys_drift) must survive
             assert endpoint["honorLabels"] is True and endpoint["port"] == "http"
-            continue
         selected = [s for s in services if spec["selector"]["matchLabels"].items()
                     <= s["metadata"].get("labels", {}).items()]
         assert [s["metadata"]["name"] for s in selected] == [name], name
         ports = {p["name"]: p for p in selected[0]["spec"]["ports"]}
         assert endpoint["port"] in ports, name
-        if name == "tf-serving":
+        if name == "pushgateway":
+            assert endpoint["path"] == "/metrics"
+        elif name == "tf-serving":
             assert endpoint["path"] == tf_path
         else:
             assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
