@@ -64,6 +64,21 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     return values.reshape(shape)
 
 
+def predict_request(model: str, version: int = 0, label: str = "",
+                    signature: str = "serving_default") -> predict_pb2.PredictRequest:
+    if version and label:
+        raise ValueError(f"model {model!r}: a request names a version or a version label, "
+                         f"not both (got {version} and {label!r})")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version:
+        request.model_spec.version.value = version
+    elif label:
+        request.model_spec.version_label = label
+    return request
+
+
 @dataclass
 class Prediction:
     outputs: dict[str, np.ndarray]
@@ -79,12 +94,10 @@ class ModelClient:
 
     async def predict(self, model: str, inputs: dict[str, tensor_pb2.TensorProto],
                       version: int = 0, signature: str = "serving_default",
-                      timeout: float | None = None) -> Prediction:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = signature
-        if version:
-            request.model_spec.version.value = version
+                      timeout: float | None = None, label: str = "") -> Prediction:
+        """`version` (0: the newest) or `label` (a models.config version label), not both;
+        the answer says which version answered."""
+        request = predict_request(model, version, label, signature)
         for name, tensor in inputs.items():
             request.inputs[name].CopyFrom(tensor)
         start, code = time.perf_counter(), "OK"

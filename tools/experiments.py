@@ -10,7 +10,10 @@
     switch SERVING                blue/green: what users outside experiments are served
     shadow SHARE SERVING          send SHARE percent of requests also to a shadow (0: off)
       SERVING: --retrieval-version N --ranking-version N --num-candidates N
-               --rank true|false --candidates model|popular (only those given change)
+               --rank true|false --candidates model|popular
+               --retrieval-version-label L --ranking-version-label L (a models.config
+               label such as stable; a model's label replaces its version and back)
+               (only those given change)
     hash-token                    reads a token on stdin, prints the sha256 the router's
                                   admin_tokens_file holds for it
 
@@ -34,7 +37,8 @@ STATUS_COMMANDS = {"pause": "PauseExperiment", "resume": "ResumeExperiment",
                    "stop": "StopExperiment"}
 EXPERIMENT_FIELDS = {f.name for f in experiments_pb2.Experiment.DESCRIPTOR.fields}
 SERVING_FLAGS = {"retrieval_version": int, "ranking_version": int, "num_candidates": int,
-                 "rank": lambda text: text.lower() in ("true", "yes", "1"), "candidates": str}
+                 "rank": lambda text: text.lower() in ("true", "yes", "1"), "candidates": str,
+                 "retrieval_version_label": str, "ranking_version_label": str}
 
 
 def as_yaml(message) -> str:

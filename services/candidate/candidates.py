@@ -65,6 +65,9 @@ class CandidateGenerator:
         if not 1 <= request.num_candidates <= self.max_candidates:
             raise InvalidRequest(f"num_candidates must be in 1..{self.max_candidates}, "
                                  f"got {request.num_candidates}")
+        if request.model_version and request.model_version_label:
+            raise InvalidRequest("model_version and model_version_label are both set; "
+                                 "a request names one")
         n = request.num_candidates
         found = await self.features.query_features(request.user_id)
         exclude = found.rated_items | set(request.exclude_item_ids)
@@ -76,7 +79,7 @@ class CandidateGenerator:
                 self.model_name,
                 query_inputs(found.user, found.rated_items,
                               request.context.timestamp_seconds, k),
-                version=request.model_version)
+                version=request.model_version, label=request.model_version_label)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "retrieval model failed", logging.WARNING,
                       code=err.code().name, detail=err.details())

@@ -16,6 +16,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from libs import grpc_server, log, service  # noqa: E402
 from services.model_server import prediction  # noqa: E402
 from services.model_server.config import ModelServerConfig, model_sources  # noqa: E402
+from services.model_server.model_config import ModelConfigFile  # noqa: E402
 from services.model_server.repository import ModelRepository  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 async def serve(config: ModelServerConfig) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
-    repo = ModelRepository(model_sources(config), config.settle_seconds,
-                           warm_up=prediction.warm_up)
+    config_file = ModelConfigFile(config.model_config_file) if config.model_config_file \
+        else None
+    repo = ModelRepository(config_file.sources if config_file else model_sources(config),
+                           config.settle_seconds, warm_up=prediction.warm_up)
     repo.poll()  # load what is there before accepting traffic
 
     def register(server):
@@ -64,7 +67,7 @@ async def serve(config: ModelServerConfig) -> None:
 
     server = await grpc_server.start("model_server", register, config.host, config.port,
                                      config.metrics_port, config.grace_seconds)
-    poller = asyncio.create_task(_poll(repo, server, config.poll_seconds))
+    poller = asyncio.create_task(_poll(repo, server, config.poll_seconds, config_file))
 
     async def stop_polling():
         poller.cancel()
@@ -73,19 +76,25 @@ async def serve(config: ModelServerConfig) -> None:
     await server.wait(on_stop=stop_polling)
 
 
-async def _poll(repo: ModelRepository, server: grpc_server.Server, interval: float) -> None:
-    """Loads new versions (in a thread: loading takes a while) and reports readiness:
-    health is SERVING only while every model has a version loaded."""
+async def _poll(repo: ModelRepository, server: grpc_server.Server, interval: float,
+                config_file: ModelConfigFile | None) -> None:
+    """Re-reads models.config when it changed, loads new versions (in a thread: loading
+    takes a while), moves labels and reports readiness: health is SERVING only while
+    every model has a version loaded and once the config's labels have been in force."""
     ready = None
     while True:
         if repo.ready() != ready:
             ready = repo.ready()
             await server.set_serving(ready)
             if not ready:
-                log.event(logger, "not ready: a model has no loaded version",
-                          logging.WARNING, models=sorted(repo.sources))
+                log.event(logger, "not ready: a model has no loaded version, or its "
+                          "version labels wait for one", logging.WARNING,
+                          models=sorted(repo.sources))
         await asyncio.sleep(interval)
         try:
+            changed = config_file.changed() if config_file else None
+            if changed:
+                repo.reconfigure(changed)
             await asyncio.to_thread(repo.poll)
         except Exception:
             logger.exception("model poll failed")

@@ -1,8 +1,9 @@
 """TF Serving's Predict, GetModelMetadata and GetModelStatus as plain functions.
 
-Errors carry the gRPC status TF Serving would answer: NOT_FOUND for an unknown model,
-version or label, INVALID_ARGUMENT for malformed inputs, FAILED_PRECONDITION for an
-unknown signature.
+Errors carry the gRPC status TF Serving would answer: NOT_FOUND for an unknown model or
+version, INVALID_ARGUMENT for an unknown version label or malformed inputs,
+FAILED_PRECONDITION for an unknown signature, and for a label models.config assigns to a
+version that has not loaded yet (TF Serving refuses such a config with that code).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_pb2, predict_pb2)
 
-from services.model_server.repository import LoadedVersion, ModelRepository, NotFound
+from services.model_server.repository import (LabelNotReady, LoadedVersion, ModelRepository,
+                                              NotFound, UnknownLabel)
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -31,6 +33,10 @@ def _resolve(repo: ModelRepository, spec: model_pb2.ModelSpec) -> LoadedVersion:
                         spec.version_label)
     except NotFound as err:
         raise ServingError(grpc.StatusCode.NOT_FOUND, str(err)) from None
+    except UnknownLabel as err:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
+    except LabelNotReady as err:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, str(err)) from None
 
 
 def _to_tensor(name: str, proto, spec: tf.TensorSpec) -> tf.Tensor:

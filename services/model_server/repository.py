@@ -1,9 +1,10 @@
 """The model repository as TF Serving reads it: `<base_path>/<integer version>/saved_model.pb`.
 
 A poller loads versions as they appear (once their files have stopped changing, since a
-Pusher copies files in place) and unloads versions the policy no longer wants. The set of
-loaded models is replaced atomically, so a request that already holds a version finishes
-on it while new requests see the new one.
+Pusher copies files in place) and unloads versions the policy no longer wants. What
+serves (the loaded versions and the version labels) is replaced as one object, so a
+request that already holds a version finishes on it while new requests see the new
+one, and never sees a label pointing at a version that is not loaded.
 """
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from libs import log, metrics
+from services.model_server.model_config import ModelSource
 
+__all__ = ["ModelRepository", "ModelSource", "LoadedVersion", "NotFound", "UnknownLabel",
+           "LabelNotReady"]
 logger = logging.getLogger(__name__)
 
 
@@ -26,18 +30,15 @@ MAX_LOAD_ATTEMPTS = 3
 
 
 class NotFound(LookupError):
-    pass
+    """Unknown model or version (TF Serving: NOT_FOUND)."""
 
 
-@dataclass
-class ModelSource:
-    """One model the server should serve, as in a TF Serving `ModelConfig`."""
-    name: str
-    base_path: Path
-    policy: str = "latest"  # latest | all | specific
-    num_versions: int = 1  # for latest
-    versions: tuple[int, ...] = ()  # for specific
-    labels: dict[str, int] = field(default_factory=dict)
+class UnknownLabel(LookupError):
+    """A label the config does not assign (TF Serving: INVALID_ARGUMENT)."""
+
+
+class LabelNotReady(LookupError):
+    """A label the config assigns to a version that has not loaded yet."""
 
 
 @dataclass
@@ -80,26 +81,47 @@ def _signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
             if not k.startswith("__")}
 
 
+@dataclass(frozen=True)
+class Served:
+    """What answers requests, replaced as one object by each poll."""
+    versions: dict[str, dict[int, LoadedVersion]]
+    labels: dict[str, dict[str, int]]  # in force: each names a loaded version
+    # the config's labels while they wait for a version to load (the ones in force stay)
+    waiting: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 class ModelRepository:
     def __init__(self, sources: list[ModelSource], settle_seconds: float = 1.0,
                  warm_up: Callable[[LoadedVersion], int] | None = None):
         self.sources = {s.name: s for s in sources}
         self.settle_seconds = settle_seconds
         self.warm_up = warm_up  # run on each new version before it serves
-        self._loaded: dict[str, dict[int, LoadedVersion]] = {s.name: {} for s in sources}
+        self._served = Served({s.name: {} for s in sources}, {})
+        self._labels_ready = False  # the config's labels have been in force once
         # (model, version) -> (load attempts, last error); retried MAX_LOAD_ATTEMPTS times
         self._failed: dict[tuple[str, int], tuple[int, str]] = {}
+        self._waiting_reported: list[str] = []
         self._lock = threading.Lock()  # one poll at a time; readers never lock
+
+    def reconfigure(self, sources: list[ModelSource]) -> None:
+        """A new models.config; the next poll loads, unloads and moves labels for it."""
+        self.sources = {s.name: s for s in sources}
 
     # -- reading (request path) -------------------------------------------------------
     def get(self, name: str, version: int = 0, label: str = "") -> LoadedVersion:
-        versions = self._loaded.get(name)
+        served = self._served  # one read: versions and labels of the same poll
+        versions = served.versions.get(name)
         if versions is None:
             raise NotFound(f"Servable not found for request: Latest({name})")
         if label:
-            labelled = self.sources[name].labels.get(label)
+            labelled = served.labels.get(name, {}).get(label)
             if labelled is None:
-                raise NotFound(f"Unrecognized servable version label: {label}")
+                waiting = served.waiting.get(name, {}).get(label)
+                if waiting is not None:
+                    raise LabelNotReady(
+                        f"version label {label!r} of model {name!r} is assigned to version "
+                        f"{waiting}, which is not currently available for inference")
+                raise UnknownLabel(f"Unrecognized servable version label: {label}")
             version = labelled
         if version:
             found = versions.get(version)
@@ -111,13 +133,15 @@ class ModelRepository:
         return versions[max(versions)]
 
     def ready(self) -> bool:
-        """Every model has at least one version loaded."""
-        return all(self._loaded[name] for name in self.sources)
+        """Every model has a version loaded and the config's labels have been in force
+        (a fresh replica takes no traffic while `stable` still means nothing)."""
+        served = self._served
+        return self._labels_ready and all(served.versions.get(n) for n in self.sources)
 
     def status(self, name: str) -> dict[int, str]:
         if name not in self.sources:
             raise NotFound(f"Could not find any versions of model {name}")
-        states = {v: "AVAILABLE" for v in self._loaded[name]}
+        states = {v: "AVAILABLE" for v in self._served.versions.get(name, {})}
         states.update({v: f"END: {err}" for (n, v), (_, err) in self._failed.items()
                        if n == name and v not in states})
         return states
@@ -125,23 +149,75 @@ class ModelRepository:
     # -- polling ----------------------------------------------------------------------
     def poll(self) -> None:
         with self._lock:
-            for name, source in self.sources.items():
-                want = wanted_versions(source, available_versions(source.base_path,
-                                                                  self.settle_seconds))
-                current = self._loaded[name]
-                updated = {v: current[v] for v in want if v in current}
-                for version in want:
-                    attempts, _ = self._failed.get((name, version), (0, ""))
-                    if version in updated or attempts >= MAX_LOAD_ATTEMPTS:
-                        continue
-                    loaded = self._load(name, version, source.base_path / str(version))
-                    if loaded:
-                        updated[version] = loaded
-                if set(updated) != set(current):
-                    self._loaded = {**self._loaded, name: updated}  # atomic swap
-                    for version in set(current) - set(updated):
-                        metrics.MODEL_VERSION.remove(name, str(version))
-                        log.event(logger, "unloaded model", model=name, version=version)
+            sources, old = self.sources, self._served
+            versions, wanted = {}, {}
+            for name, source in sources.items():
+                wanted[name] = wanted_versions(source, available_versions(
+                    source.base_path, self.settle_seconds))
+                versions[name] = self._load_wanted(name, source, wanted[name],
+                                                   old.versions.get(name, {}))
+                # a version a label in force names stays until the label moves (below)
+                for version in old.labels.get(name, {}).values():
+                    if version in old.versions.get(name, {}):
+                        versions[name].setdefault(version, old.versions[name][version])
+            labels = {name: dict(source.labels) for name, source in sources.items()
+                      if source.labels}
+            # as TF Serving: a label may only name a version that is available (and here
+            # one its policy loads); until then the labels in force stay, all of them:
+            # one config change, one move
+            missing = [(name, label, version) for name, named in labels.items()
+                       for label, version in named.items()
+                       if version not in wanted[name] or version not in versions[name]]
+            waiting = {}
+            if missing:
+                waiting, labels = labels, {n: old.labels[n] for n in old.labels if n in sources}
+            else:
+                self._labels_ready = True
+            for name in sources:
+                keep = set(wanted[name]) | set(labels.get(name, {}).values())
+                versions[name] = {v: loaded for v, loaded in versions[name].items()
+                                  if v in keep}
+            self._served = Served(versions, labels, waiting)  # atomic swap
+            self._report(old, self._served, missing, sources, wanted)
+
+    def _load_wanted(self, name: str, source: ModelSource, want: list[int],
+                     current: dict[int, LoadedVersion]) -> dict[int, LoadedVersion]:
+        updated = {v: current[v] for v in want if v in current}
+        for version in want:
+            attempts, _ = self._failed.get((name, version), (0, ""))
+            if version in updated or attempts >= MAX_LOAD_ATTEMPTS:
+                continue
+            loaded = self._load(name, version, source.base_path / str(version))
+            if loaded:
+                updated[version] = loaded
+        return updated
+
+    def _report(self, old: Served, new: Served, missing: list[tuple[str, str, int]],
+                sources: dict[str, ModelSource], wanted: dict[str, list[int]]) -> None:
+        for name, versions in old.versions.items():
+            for version in set(versions) - set(new.versions.get(name, {})):
+                metrics.MODEL_VERSION.remove(name, str(version))
+                log.event(logger, "unloaded model", model=name, version=version)
+        if new.labels != old.labels:
+            log.event(logger, "version labels moved", labels=new.labels)
+        reasons = [f"Request to assign label {label!r} to version {version} of model "
+                   f"{name}, which is not currently available for inference "
+                   f"({self._why_not_loaded(sources[name], version, wanted[name])})"
+                   for name, label, version in missing]
+        if reasons and reasons != self._waiting_reported:
+            log.event(logger, "version labels wait for their versions; the labels in "
+                      "force stay", logging.WARNING, code="FAILED_PRECONDITION",
+                      reasons=reasons, labels=new.labels)
+        self._waiting_reported = reasons
+
+    def _why_not_loaded(self, source: ModelSource, version: int, wanted: list[int]) -> str:
+        attempts, error = self._failed.get((source.name, version), (0, ""))
+        if attempts:
+            return f"it failed to load: {error}"
+        if source.policy == "all" or version in source.versions or version in wanted:
+            return ("its files are not complete in base_path yet (a version loads once "
+                    "they stop changing)")
+        return "its version policy does not load it"
 
     def _load(self, name: str, version: int, path: Path) -> LoadedVersion | None:
         start = time.monotonic()

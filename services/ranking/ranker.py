@@ -53,6 +53,9 @@ class Ranker:
         if len(request.candidates) > self.max_candidates:
             raise InvalidRequest(f"at most {self.max_candidates} candidates, "
                                  f"got {len(request.candidates)}")
+        if request.model_version and request.model_version_label:
+            raise InvalidRequest("model_version and model_version_label are both set; "
+                                 "a request names one")
         if not request.candidates:
             return ranking_pb2.RankResponse()
         ids = [c.item_id for c in request.candidates]
@@ -60,7 +63,8 @@ class Ranker:
         prediction = await self.client.predict(
             self.model_name,
             ranking_inputs(found.user, found.items, request.context.timestamp_seconds),
-            version=request.model_version, timeout=timeout)
+            version=request.model_version, label=request.model_version_label,
+            timeout=timeout)
         scores = prediction.outputs[OUTPUT_KEY].reshape(-1)
         order = sorted(range(len(ids)), key=lambda i: -scores[i])
         response = ranking_pb2.RankResponse(model_version=prediction.version,

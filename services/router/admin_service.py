@@ -126,7 +126,9 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
         serving, assignments = config.resolve(request.user_id, dict(request.attributes))
         response = experiments_pb2.GetAssignmentResponse(
             config_version=config.version,
-            serving=serving_to_proto({f: getattr(serving, f) for f in SERVING_FIELDS}))
+            # an empty label is no label: left out
+            serving=serving_to_proto({f: getattr(serving, f) for f in SERVING_FIELDS
+                                      if getattr(serving, f) != ""}))
         for a in assignments:
             response.assignments.add(layer=a.layer, experiment=a.experiment, arm=a.arm)
         return response

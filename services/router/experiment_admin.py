@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from libs import config as config_lib
-from services.router.experiments import ExperimentConfig
+from services.router.experiments import ExperimentConfig, sibling, typed_serves
 
 ROLES = ("editor", "viewer")
 # what decides which users are in which arm: changing it on a running experiment
@@ -157,10 +157,18 @@ class ExperimentDocument:
     def switch_defaults(self, who: str, settings: dict,
                         expected_version: str = "") -> tuple[str, dict]:
         """Blue/green: what everyone outside an experiment is served (e.g. the model
-        versions) changes for all of a router's traffic at once."""
+        versions, or labels) changes for all of a router's traffic at once."""
+        try:
+            typed_serves(settings, "field 'defaults'")  # not both a version and a label
+        except ValueError as err:
+            raise AdminError("INVALID_ARGUMENT", str(err)) from None
+
         def change(doc):
             before = dict(doc.get("defaults", {}))
-            doc["defaults"] = {**before, **settings}
+            # a model's version and label are one setting: the one given replaces both
+            replaced = {sibling(name) for name in settings}
+            doc["defaults"] = {**{k: v for k, v in before.items() if k not in replaced},
+                               **settings}
             return before
         return self._change(who, "switch", "defaults", change, expected_version,
                             lambda doc: doc["defaults"])

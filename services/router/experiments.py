@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -23,6 +24,24 @@ BUCKETS = 10_000
 STATUSES = ("running", "paused", "stopped")
 
 
+LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# A model's version and its version label are one serving parameter: each names what the
+# model server answers with, so an arm sets one of them and setting one clears the other.
+SAME_PARAMETER = {"retrieval_version_label": "retrieval_version",
+                  "ranking_version_label": "ranking_version"}
+
+
+def parameter(name: str) -> str:
+    """The serving parameter a Serving field sets (a label counts as its version)."""
+    return SAME_PARAMETER.get(name, name)
+
+
+def sibling(name: str) -> str | None:
+    """The other field of the same parameter (ranking_version <-> ranking_version_label)."""
+    versions = {version: label for label, version in SAME_PARAMETER.items()}
+    return SAME_PARAMETER.get(name) or versions.get(name)
+
+
 @dataclass
 class Serving:
     """What a request is served with: the config's defaults, then what each arm sets."""
@@ -31,6 +50,9 @@ class Serving:
     retrieval_version: int = 0  # 0: the newest the model server has
     ranking_version: int = 0
     candidates: str = "model"  # or "popular": the most popular items, no retrieval
+    # or a version label of the model server's models.config ("stable", "canary")
+    retrieval_version_label: str = ""
+    ranking_version_label: str = ""
 
     def validate(self) -> None:
         if self.num_candidates <= 0:
@@ -40,6 +62,13 @@ class Serving:
         if self.candidates not in ("model", "popular"):
             raise ValueError(f"field 'candidates' must be model or popular, "
                              f"got {self.candidates!r}")
+        for label, version in SAME_PARAMETER.items():
+            value = getattr(self, label)
+            if value and not LABEL.fullmatch(value):
+                raise ValueError(f"field {label!r} must be a label such as stable or canary "
+                                 f"(letters, digits, _ . -), got {value!r}")
+            if value and getattr(self, version):
+                raise ValueError(f"field {label!r}: set {version} or {label}, not both")
 
 
 def typed_serves(serves: dict, where: str) -> dict:
@@ -48,7 +77,23 @@ def typed_serves(serves: dict, where: str) -> dict:
         typed = config_lib.from_dict(Serving, serves, where)
     except config_lib.ConfigError as err:
         raise ValueError(str(err)) from None
+    for label, version in SAME_PARAMETER.items():
+        if label in serves and not getattr(typed, label):
+            raise ValueError(f"{where}: field {label!r} is empty; to serve the newest "
+                             f"version set {version}: 0")
+        if label in serves and version in serves:
+            raise ValueError(f"{where}: field {label!r}: set {version} or {label}, "
+                             "not both")
     return {name: getattr(typed, name) for name in serves}
+
+
+def served_with(base: Serving, serves: dict) -> Serving:
+    """`base` with the fields `serves` sets; a version or label it sets replaces the
+    model's other one (an arm's `ranking_version: 3` over defaults' `ranking_version_label:
+    stable` serves version 3)."""
+    cleared = {other: Serving.__dataclass_fields__[other].default
+               for other in map(sibling, serves) if other}
+    return dataclasses.replace(base, **{**cleared, **serves})
 
 
 @dataclass
@@ -137,7 +182,7 @@ class Experiment:
         return self.traffic[0] <= percent < self.traffic[1]
 
     def parameters(self) -> set[str]:
-        return {name for arm in self.arms for name in arm.serves}
+        return {parameter(name) for arm in self.arms for name in arm.serves}
 
 
 @dataclass
@@ -210,8 +255,10 @@ class ExperimentConfig:
             for experiment in layer.experiments:
                 for name in experiment.parameters():
                     if owner.setdefault(name, layer.name) != layer.name:
+                        what = (f"{name!r} (the model's version or version label)"
+                                if name in SAME_PARAMETER.values() else repr(name))
                         raise ValueError(
-                            f"serving parameter {name!r} is set in layers "
+                            f"serving parameter {what} is set in layers "
                             f"{owner[name]!r} and {layer.name!r}; a parameter belongs to one "
                             "layer, so two experiments never set it for the same user")
 
@@ -226,7 +273,7 @@ class ExperimentConfig:
             if arm:
                 settings.update(arm.serves)
                 assignments.append(Assignment(layer.name, experiment.key, arm.name))
-        return dataclasses.replace(self.defaults, **settings), assignments
+        return served_with(self.defaults, settings), assignments
 
     @staticmethod
     def _arm_in(layer: Layer, user_id: str, attributes: dict[str, str], now: datetime):

@@ -97,7 +97,8 @@ class Recommender:
                 user_id=request.user_id, num_candidates=max(serving.num_candidates,
                                                             request.num_results),
                 context=context, exclude_item_ids=request.filters.exclude_item_ids,
-                request_id=response.request_id, model_version=serving.retrieval_version),
+                request_id=response.request_id, model_version=serving.retrieval_version,
+                model_version_label=serving.retrieval_version_label),
                 timeout=remaining(), metadata=metadata)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "candidate service failed", logging.WARNING,
@@ -114,7 +115,8 @@ class Recommender:
             try:
                 ranked = await self.ranking.Rank(ranking_pb2.RankRequest(
                     user_id=request.user_id, candidates=items, context=context,
-                    request_id=response.request_id, model_version=serving.ranking_version),
+                    request_id=response.request_id, model_version=serving.ranking_version,
+                    model_version_label=serving.ranking_version_label),
                     timeout=remaining(), metadata=metadata)
                 items = list(ranked.items)
                 response.model_versions.ranking = ranked.model_version

@@ -16,6 +16,7 @@ import time
 
 from libs import log, metrics
 from recsys.v1 import recommend_pb2
+from services.router import experiments
 from services.router.experiments import Serving, Shadow
 from services.router.exposure_log import ExposureLog
 
@@ -42,7 +43,7 @@ class ShadowRunner:
         if len(self.tasks) >= self.max_in_flight:
             metrics.SHADOW_REQUESTS.labels("dropped").inc()
             return False
-        settings = dataclasses.replace(served_with, **shadow.serves)
+        settings = experiments.served_with(served_with, shadow.serves)
         task = asyncio.create_task(self._run(serve, request, settings, primary, primary_ms))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import yaml
 
 from services.router.experiments import ExperimentConfig
 from libs import config as config_lib
@@ -88,3 +91,53 @@ def extra_router(stack: Stack, *overrides: str) -> Stack:
                    extra={"services/router": ["deadline_ms=8000", *overrides]})
     router.start_service(build_manifest.load()["services/router"])
     return router
+
+
+ROUTER, MODEL_SERVER = "services/router", "services/model_server"
+
+
+def models_config(repo: Path, policies: dict[str, str],
+                  labels: dict[str, dict[str, int]] | None = None) -> str:
+    """A TF Serving models.config over a model repository: each model's
+    model_version_policy (e.g. `latest { num_versions: 3 }`) and version labels."""
+    labels = labels or {}
+    models = [f'  config {{ name: "{name}" base_path: "{repo / name}" '
+              f'model_platform: "tensorflow"\n    model_version_policy {{ {policy} }}'
+              + "".join(f'\n    version_labels {{ key: "{label}" value: {version} }}'
+                        for label, version in labels.get(name, {}).items()) + " }"
+              for name, policy in policies.items()]
+    return "model_config_list {\n" + "\n".join(models) + "\n}\n"
+
+
+def rollout_stack(workdir: Path, folder: Path, models: str, experiments: str, token: str,
+                  model_server: tuple[str, ...] = ()) -> Stack:
+    """A stack of its own over the suite's trained models, set up as rollouts need it
+    (started; stop it with .stop()): its model server reads `folder/models.config`
+    (`models`, re-read when it changes), its router the experiment document
+    `experiments` copied to `folder` (polled every 0.2 s; `token` is an editor's for the
+    admin API) and writes its audit, exposure and shadow logs there."""
+    (folder / "models.config").write_text(models)
+    (folder / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
+        {"who": "release-bot", "sha256": hashlib.sha256(token.encode()).hexdigest()}]}))
+    (folder / "experiments.yaml").write_text(experiments)
+    stack = Stack.on_free_ports(workdir, extra={
+        MODEL_SERVER: [f"model_config_file={folder / 'models.config'}", *model_server],
+        "services/candidate": ["model_timeout_ms=3000"],
+        "services/ranking": ["model_timeout_ms=3000"],
+        ROUTER: [f"experiments_file={folder / 'experiments.yaml'}",
+                 f"admin_tokens_file={folder / 'tokens.yaml'}",
+                 f"experiment_audit_log={folder / 'audit.jsonl'}",
+                 f"shadow_log_dir={folder / 'shadow'}", "experiments_poll_seconds=0.2",
+                 f"exposure_log_dir={folder / 'exposures'}",
+                 "deadline_ms=8000"]})
+    stack.start()
+    return stack
+
+
+def loaded_versions(stack: Stack, model: str) -> set[int]:
+    """The versions the model server reports loaded (its Prometheus gauge)."""
+    port = stack.ports[MODEL_SERVER][1]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    prefix = f'recsys_model_version_loaded{{model="{model}",version="'
+    return {int(line[len(prefix):].split('"')[0]) for line in text.splitlines()
+            if line.startswith(prefix) and line.endswith(" 1.0")}

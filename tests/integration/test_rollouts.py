@@ -4,14 +4,12 @@ whose model server keeps the three newest versions of each model loaded (as a ro
 needs), over the suite's trained models."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -20,16 +18,11 @@ import yaml
 from pipelines.experiments import canary
 from recsys.v1 import experiments_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 from tests.conftest import ROOT
-from tests.integration.helpers import newest_version, user_in_arm, wait_for
-from tools.stack import Stack, service_env
+from tests.integration.helpers import (ROUTER, loaded_versions, models_config,
+                                       newest_version, rollout_stack, user_in_arm, wait_for)
+from tools.stack import service_env
 
-ROUTER, MODEL_SERVER = "services/router", "services/model_server"
 TOKEN = "rollout-editor-token"
-MODELS_CONFIG = """model_config_list {{
-{}
-}}"""
-MODEL = """  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow"
-           model_version_policy {{ latest {{ num_versions: 3 }} }} }}"""
 
 
 @pytest.fixture(scope="module")
@@ -39,36 +32,15 @@ def rollout(trained, tmp_path_factory):
     repo = workdir / "model_repo"
     blue = newest_version(workdir, "ranking")
     shutil.copytree(repo / "ranking" / str(blue), repo / "ranking" / str(blue + 1))
-    (folder / "models.config").write_text(MODELS_CONFIG.format("\n".join(
-        MODEL.format(name=n, path=repo / n) for n in ("retrieval", "ranking"))))
-    (folder / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
-        {"who": "release-bot", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]}))
-    experiments = folder / "experiments.yaml"
-    experiments.write_text((ROOT / "services/router/experiments.yaml").read_text())
-    stack = Stack.on_free_ports(workdir, extra={
-        MODEL_SERVER: [f"model_config_file={folder / 'models.config'}"],
-        "services/candidate": ["model_timeout_ms=3000"],
-        "services/ranking": ["model_timeout_ms=3000"],
-        ROUTER: [f"experiments_file={experiments}", f"admin_tokens_file={folder / 'tokens.yaml'}",
-                 f"experiment_audit_log={folder / 'audit.jsonl'}",
-                 f"shadow_log_dir={folder / 'shadow'}", "experiments_poll_seconds=0.2",
-                 f"exposure_log_dir={folder / 'exposures'}",
-                 "deadline_ms=8000"]})
-    stack.start()
+    stack = rollout_stack(
+        workdir, folder,
+        models_config(repo, dict.fromkeys(("retrieval", "ranking"), "latest { num_versions: 3 }")),
+        (ROOT / "services/router/experiments.yaml").read_text(), TOKEN)
     try:
-        wait_for(lambda: loaded(stack, "ranking") >= {blue, blue + 1}, 60)
+        wait_for(lambda: loaded_versions(stack, "ranking") >= {blue, blue + 1}, 60)
         yield stack, folder, blue, blue + 1
     finally:
         stack.stop()
-
-
-def loaded(stack, model: str) -> set[int]:
-    """The versions the model server reports loaded (its Prometheus gauge)."""
-    port = stack.ports[MODEL_SERVER][1]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    prefix = f'recsys_model_version_loaded{{model="{model}",version="'
-    return {int(line[len(prefix):].split('"')[0]) for line in text.splitlines()
-            if line.startswith(prefix) and line.endswith(" 1.0")}
 
 
 def cli(stack, *args):
@@ -155,7 +127,7 @@ def test_shadow_is_compared_and_logged_and_never_answers(rollout):
 def push(stack, source: int, version: int, model_dir=None) -> None:
     repo = stack.workdir / "model_repo" / "ranking"
     shutil.copytree(model_dir or repo / str(source), repo / str(version))
-    wait_for(lambda: version in loaded(stack, "ranking"), 60)
+    wait_for(lambda: version in loaded_versions(stack, "ranking"), 60)
 
 
 def run_canary_under_load(stack, folder, plan):

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from libs import config as config_lib
+from services.router.admin_service import serving_from_proto, serving_to_proto
 from services.router.experiment_admin import AdminError, AdminTokens, ExperimentDocument
 from services.router.experiments import ExperimentConfig
 
@@ -123,3 +124,23 @@ def test_a_document_that_cannot_be_written_is_a_clear_refusal(tmp_path):
     message = refused("FAILED_PRECONDITION", missing.set_status, "carol", "depth", "paused")
     assert "cannot change the experiment document" in message
     assert "No such file or directory" in message
+
+
+def test_switching_to_a_label_replaces_the_version_and_back(document):
+    document.switch_defaults("ops", {"ranking_version": 3})
+    _, defaults = document.switch_defaults("ops", {"ranking_version_label": "stable"})
+    assert defaults == {"ranking_version_label": "stable"}
+    _, defaults = document.switch_defaults("ops", {"ranking_version": 4})
+    assert defaults == {"ranking_version": 4}
+    message = refused("INVALID_ARGUMENT", document.switch_defaults, "ops",
+                      {"ranking_version": 5, "ranking_version_label": "canary"})
+    assert "set ranking_version or ranking_version_label, not both" in message
+    assert document.read()["defaults"] == {"ranking_version": 4}
+
+
+def test_labels_cross_the_admin_api_and_its_cli():
+    from tools import experiments as cli
+    served = {"ranking_version_label": "canary", "retrieval_version": 3}
+    assert serving_from_proto(serving_to_proto(served)) == served
+    args = cli.parser().parse_args(["switch", "--ranking-version-label", "stable"])
+    assert serving_from_proto(cli.serving(args)) == {"ranking_version_label": "stable"}

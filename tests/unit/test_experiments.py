@@ -172,6 +172,20 @@ GOOD_ARM = [("a", 1, {})]
     (document(("l", [experiment("e", GOOD_ARM)]), ("m", [experiment("e", GOOD_ARM)])),
      "duplicate experiment names: ['e']"),
     ({**document(("l", [experiment("e", GOOD_ARM)])), "layerz": []}, "unknown key(s) 'layerz'"),
+    (document(("l", [experiment("e", [("a", 1, {"ranking_version": 0,
+                                                 "ranking_version_label": "canary"})])])),
+     "arm 'a': field 'serves': field 'ranking_version_label': set ranking_version or "
+     "ranking_version_label, not both"),
+    (document(defaults={"retrieval_version": 3, "retrieval_version_label": "stable"}),
+     "field 'retrieval_version_label': set retrieval_version or retrieval_version_label"),
+    (document(("l", [experiment("e", [("a", 1, {"ranking_version_label": ""})])])),
+     "arm 'a': field 'serves': field 'ranking_version_label' is empty"),
+    (document(("l", [experiment("e", [("a", 1, {"ranking_version_label": "can ary"})])])),
+     "field 'ranking_version_label' must be a label such as stable or canary"),
+    (document(("l", [experiment("e", [("a", 1, {"ranking_version": 2})])]),
+              ("m", [experiment("f", [("b", 1, {"ranking_version_label": "canary"})])])),
+     "serving parameter 'ranking_version' (the model's version or version label) is set "
+     "in layers 'l' and 'm'"),
 ])
 def test_bad_documents_are_refused_naming_the_field(doc, words):
     with pytest.raises(config_lib.ConfigError) as err:
@@ -205,3 +219,15 @@ def test_a_stopped_experiment_frees_its_traffic_for_the_next():
         experiment("old", [("o", 1, {})], status="stopped"),
         experiment("new", [("n", 1, {})])])))
     assert arm_of(config, "7") == "n"
+
+
+def test_an_arms_version_or_label_replaces_the_defaults_other_one():
+    config = load(document(("layer", [experiment("c", [
+        ("canary", 1, {"ranking_version_label": "canary"}),
+        ("pinned", 1, {"ranking_version": 4})])]),
+        defaults={"ranking_version_label": "stable", "retrieval_version": 2}))
+    served = {arm_of(config, u): config.resolve(u, now=NOW)[0] for u in USERS[:100]}
+    assert (served["canary"].ranking_version, served["canary"].ranking_version_label) == \
+        (0, "canary")
+    assert (served["pinned"].ranking_version, served["pinned"].ranking_version_label) == (4, "")
+    assert served["canary"].retrieval_version == 2  # the other model keeps the defaults'

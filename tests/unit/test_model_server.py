@@ -14,6 +14,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from libs.serving_client import to_ndarray, to_tensor_proto
 from services.model_server import prediction
 from services.model_server.config import ModelServerConfig, model_sources
+from services.model_server.model_config import ModelConfigFile
 from services.model_server.repository import ModelRepository, ModelSource
 
 
@@ -91,7 +92,9 @@ def test_latest_policy_serves_only_the_newest_by_default(repo_dir):
 
 @pytest.mark.parametrize("bad, code, words", [
     (request(version=9), grpc.StatusCode.NOT_FOUND, "Specific(scale, 9)"),
-    (request(label="canary"), grpc.StatusCode.NOT_FOUND, "version label: canary"),
+    # TF Serving's code and words for a label the config does not assign
+    (request(label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Unrecognized servable version label: canary"),
     (request(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION, '"nope" not found'),
     (request(x=to_tensor_proto([1.0], "float")), grpc.StatusCode.INVALID_ARGUMENT,
      "Missing but required: ['tag']"),
@@ -229,3 +232,101 @@ def test_a_failing_warm_up_request_fails_the_load_as_in_tf_serving(tmp_path):
     assert not repository.ready()
     status = repository.status("scale")[1]
     assert "warm-up request 1 failed" in status and "Missing but required" in status
+
+
+def models_config(path, base, versions=(1,), **labels) -> None:
+    """A models.config naming one model, its specific versions and labels."""
+    path.write_text(f"""model_config_list {{ config {{
+  name: "scale" base_path: "{base}" model_platform: "tensorflow"
+  model_version_policy {{ specific {{ {" ".join(f"versions: {v}" for v in versions)} }} }}
+  {" ".join(f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items())}
+}} }}""")
+
+
+def test_a_changed_models_config_is_read_and_an_invalid_one_keeps_the_running_one(
+        tmp_path, repo_dir, caplog):
+    path = tmp_path / "models.config"
+    models_config(path, repo_dir / "scale", (1,), stable=1)
+    watched = ModelConfigFile(path)
+    assert watched.changed() is None  # nothing new
+    models_config(path, repo_dir / "scale", (1, 2), stable=1, canary=2)
+    (source,) = watched.changed()
+    assert source.versions == (1, 2) and source.labels == {"stable": 1, "canary": 2}
+    path.write_text("model_config_list { config { name: ")  # half written, or wrong
+    assert watched.changed() is None and watched.sources == [source]
+    rejected = [r for r in caplog.records if r.getMessage().startswith("model config rejected")]
+    assert len(rejected) == 1 and "not a valid TF Serving model config" in \
+        rejected[0].fields["error"]
+    assert watched.changed() is None  # the same bad text is not reported again
+    assert len([r for r in caplog.records if r.getMessage().startswith("model config rej")]) == 1
+
+
+def labelled(repo, label):
+    return prediction.predict(repo, request(label=label)).model_spec.version.value
+
+
+def test_labels_move_when_their_version_has_loaded_and_never_name_an_unloaded_one(
+        tmp_path, caplog):
+    base = tmp_path / "scale"
+    save_version(base, 1, 2.0)
+    repository = ModelRepository([ModelSource("scale", base, "specific", versions=(1,),
+                                               labels={"stable": 1})])
+    repository.poll()
+    assert repository.ready() and labelled(repository, "stable") == 1
+    # the operator's canary: version 2 added and labelled in one change, while its files
+    # are still being copied
+    save_version(base, 2, 3.0)
+    os.utime(base / "2" / "saved_model.pb")
+    repository.settle_seconds = 30
+    repository.reconfigure([ModelSource("scale", base, "specific", versions=(1, 2),
+                                        labels={"stable": 1, "canary": 2})])
+    repository.poll()
+    assert labelled(repository, "stable") == 1
+    code, message = code_of(prediction.predict, repository, request(label="canary"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert message == ("version label 'canary' of model 'scale' is assigned to version 2, "
+                       "which is not currently available for inference")
+    [waiting] = [r for r in caplog.records if r.getMessage().startswith("version labels wait")]
+    assert "Request to assign label 'canary' to version 2 of model scale" in \
+        waiting.fields["reasons"][0] and "not complete in base_path" in waiting.fields["reasons"][0]
+    repository.settle_seconds = 0  # the copy finished
+    repository.poll()
+    assert (labelled(repository, "stable"), labelled(repository, "canary")) == (1, 2)
+    # promotion: stable moves to 2, 1 leaves; a request holding 1 finishes on it
+    held = repository.get("scale", label="stable")
+    repository.reconfigure([ModelSource("scale", base, "specific", versions=(2,),
+                                        labels={"stable": 2, "canary": 2})])
+    repository.poll()
+    assert labelled(repository, "stable") == 2 and set(repository.status("scale")) == {2}
+    assert held.signature("serving_default")(x=tf.constant([1.0]), tag=tf.constant(["a"]))[
+        "y"].numpy()[0] == 2.0
+
+
+def test_a_label_on_a_version_the_policy_does_not_load_waits_and_the_old_labels_stay(
+        tmp_path, repo_dir, caplog):
+    repository = ModelRepository([ModelSource("scale", repo_dir / "scale", "specific",
+                                              versions=(1, 2), labels={"canary": 2})])
+    repository.poll()
+    # a rollback that forgot the label: the policy drops 2, the label still names it
+    repository.reconfigure([ModelSource("scale", repo_dir / "scale", "specific",
+                                        versions=(1,), labels={"stable": 1, "canary": 2})])
+    repository.poll()
+    assert labelled(repository, "canary") == 2  # the label in force keeps 2 loaded
+    assert code_of(prediction.predict, repository, request(label="stable"))[0] == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    [waiting] = [r for r in caplog.records if r.getMessage().startswith("version labels wait")]
+    assert "its version policy does not load it" in waiting.fields["reasons"][0]
+    # the rollback done right: canary removed; 2 unloads with it, in the same swap
+    repository.reconfigure([ModelSource("scale", repo_dir / "scale", "specific",
+                                        versions=(1,), labels={"stable": 1})])
+    repository.poll()
+    assert labelled(repository, "stable") == 1 and set(repository.status("scale")) == {1}
+    assert code_of(prediction.predict, repository, request(label="canary"))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_not_ready_until_the_configs_labels_are_in_force(tmp_path, repo_dir):
+    repository = ModelRepository([ModelSource("scale", repo_dir / "scale", "specific",
+                                              versions=(1,), labels={"stable": 2})])
+    repository.poll()
+    assert repository.get("scale").version == 1 and not repository.ready()
