@@ -243,10 +243,31 @@ def test_tf_serving_config_serves_both_models_with_rollout_labels(overlay, tmp_p
         "containers"][0]
     assert container["image"] == "tensorflow/serving:2.16.1"  # the training TF version
     assert "--model_config_file=/etc/tf-serving/models.config" in container["args"]
-    if overlay == "prod":  # explicit versions: what `stable` and `canary` name is loaded
-        for source in sources.values():
+    experiments = load_config(ExperimentConfig, config_map_file(
+        objects, "router-config", "experiments.yaml"), tmp_path, "experiments.yaml")
+    for model, source in sources.items():
+        label = getattr(experiments.defaults, f"{model}_version_label")
+        # every label the router asks for is one TF Serving defines
+        assert not label or label in source.labels, f"{overlay}: {model} label {label!r}"
+        if overlay == "prod":  # explicit versions: what `stable` and `canary` name is loaded
+            assert label == "stable"
             assert source.policy == "specific" and "stable" in source.labels
             assert set(source.labels.values()) <= set(source.versions)
+
+
+def test_the_canary_job_rolls_out_the_version_labelled_canary(tmp_path):
+    plan = find(render("rollout"), "Job", next(
+        o["metadata"]["name"] for o in render("rollout") if o["kind"] == "Job"))
+    env = next(o for o in render("rollout") if o["kind"] == "ConfigMap")["data"]
+    assert plan["metadata"]["name"] == f"canary-{env['MODEL']}-{env['VERSION']}"
+    path = tmp_path / "models.config"
+    path.write_text(find(render("prod"), "ConfigMap", "tf-serving-config")["data"][
+        "models.config"])
+    source = {s.name: s for s in model_sources(ModelServerConfig(
+        model_config_file=str(path)))}[env["MODEL"]]
+    assert source.labels == {"stable": int(env["STABLE"]), "canary": int(env["VERSION"])}
+    args = plan["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--promotion") + 1] == "labels"
 
 
 def test_training_and_feature_configs_pass_their_schemas(tmp_path):
