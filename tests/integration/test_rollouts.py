@@ -198,3 +198,22 @@ def test_a_failing_canary_is_rolled_back_and_a_good_one_promoted(rollout):
     audit = [json.loads(line)["action"] for line in (folder / "audit.jsonl").read_text()
              .splitlines()]
     assert audit[-4:] == ["create", "update", "switch", "stop"]
+
+
+def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
+    """On Kubernetes the controller only judges (`--promotion labels`): a passing canary
+    stops its experiment and leaves the defaults alone, for a label move to promote."""
+    stack, folder, _, _ = rollout
+    stable = max(loaded_versions(stack, "ranking"))
+    cli(stack, "switch", "--ranking-version", str(stable))
+    candidate = stable + 1
+    push(stack, stable, candidate)
+    plan = canary.Plan("ranking", candidate, stable, steps=[50], step_seconds=2,
+                       min_requests=20, max_p99_ratio=float("inf"), promotion="labels")
+    result = run_canary_under_load(stack, folder, plan)
+    assert result["outcome"] == "passed", result
+    assert int(cli(stack, "list")["defaults"]["ranking_version"]) == stable
+    assert ranking_versions(stack) == {stable}  # the experiment is stopped
+    audit = [json.loads(line)["action"] for line in (folder / "audit.jsonl").read_text()
+             .splitlines()]
+    assert audit[-2:] == ["create", "stop"]
