@@ -32,6 +32,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job")
 NON_GRPC_PROBES = {
     "tf-serving": "TF Serving has no grpc.health.v1; its REST model status is the check",
     "sync-models": "a sidecar: restarted when its last successful sync is too old",
+    "upload-events": "a sidecar: restarted when its last successful upload is too old",
+    "stream-worker": "a stream consumer, no server: its metrics endpoint",
     "redis": "Redis speaks RESP: redis-cli ping",
     "pushgateway": "an HTTP server: its /-/ready and /-/healthy endpoints",
 }

@@ -56,6 +56,7 @@ FRESHNESS = Histogram(
 @dataclass
 class StreamConfig:
     redis: str = "127.0.0.1:6379"  # host:port of the Redis holding the stream
+    redis_ssl: bool = False  # TLS to Redis (managed Redis services require it)
     stream: str = "recsys:events"
     group: str = "feature-updater"
     consumer: str = ""  # "" = <hostname>-<pid>
@@ -64,6 +65,7 @@ class StreamConfig:
     workdir: str = "var"  # the feature store (features/) and the offline log (data/raw/)
     feature_store_config: str = str(ingest.DEFAULT_CONFIG)
     metrics_port: int = 9470  # 0 = a free port
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for Prometheus and probes
     log_level: str = "INFO"
 
     def validate(self) -> None:
@@ -77,11 +79,11 @@ class StreamConfig:
             raise ValueError("fields 'stream' and 'group' must not be empty")
 
 
-def redis_client(address: str):
+def redis_client(address: str, ssl: bool = False):
     import redis
 
     host, _, port = address.rpartition(":")
-    return redis.Redis(host=host, port=int(port), decode_responses=True,
+    return redis.Redis(host=host, port=int(port), ssl=ssl, decode_responses=True,
                        socket_timeout=5, socket_connect_timeout=5)
 
 
@@ -187,7 +189,7 @@ class Worker:
     def __init__(self, config: StreamConfig, updater: Updater, client=None):
         self.config = config
         self.updater = updater
-        self.client = client or redis_client(config.redis)
+        self.client = client or redis_client(config.redis, config.redis_ssl)
         self.consumer = config.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.stopping = threading.Event()
 
@@ -277,7 +279,7 @@ def main(argv=None) -> int:
     worker = Worker(config, updater)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())
-    port = serve_metrics(config.metrics_port)
+    port = serve_metrics(config.metrics_port, config.metrics_host)
     log.event(logger, "metrics", metrics_port=port)
     worker.run()
     log.event(logger, "stopped")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
 from functools import lru_cache
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -127,7 +129,7 @@ def pod_labels(objects, name: str) -> tuple[dict, dict]:
           "labels": {**namespace.get("labels", {}),
                      "kubernetes.io/metadata.name": namespace["name"]}}
     workload = next(o for o in objects if o["metadata"]["name"] == name
-                    and o["kind"] in ("Deployment", "CronJob"))
+                    and o["kind"] in ("Deployment", "StatefulSet", "CronJob"))
     template = (workload["spec"]["jobTemplate"]["spec"]["template"]
                 if workload["kind"] == "CronJob" else workload["spec"]["template"])
     return ns, template["metadata"]["labels"]
@@ -136,22 +138,25 @@ def pod_labels(objects, name: str) -> tuple[dict, dict]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_router_is_reachable_from_product_namespaces(overlay):
     objects = render(overlay)
-    labels = {name: pod_labels(objects, name)[1] for name in SERVING + ("retrain",)}
+    labels = {name: pod_labels(objects, name)[1]
+              for name in SERVING + ("retrain", "stream-worker")}
     labels["redis"] = {"app.kubernetes.io/name": "redis"}
     labels["pushgateway"] = pod_labels(objects, "pushgateway")[1]
     ports = {"router": 50051, "candidate": 50052, "ranking": 50053, "tf-serving": 8500,
-             "redis": 6379, "pushgateway": 9091}
+             "redis": 6379, "pushgateway": 9091, "stream-worker": 9470}
 
     def can(source, target):
         return manifests.reachable(objects, source, labels[target], ports[target])
 
     assert can(PRODUCT, "router")
-    for target in ("candidate", "ranking", "tf-serving", "redis", "pushgateway"):
+    for target in ("candidate", "ranking", "tf-serving", "redis", "pushgateway",
+                   "stream-worker"):
         assert not can(PRODUCT, target), target
     assert not can(OTHER, "router")
     allowed = {"router": {"candidate", "ranking", "redis"},
                "candidate": {"tf-serving", "redis"}, "ranking": {"tf-serving", "redis"},
-               "tf-serving": set(), "retrain": {"redis", "router", "pushgateway"}}
+               "tf-serving": set(), "retrain": {"redis", "router", "pushgateway"},
+               "stream-worker": {"redis"}}
     for source, targets in allowed.items():
         for target in ports:  # every pair not listed is refused
             if target != source:
@@ -268,6 +273,28 @@ def test_the_canary_job_rolls_out_the_version_labelled_canary(tmp_path):
     assert source.labels == {"stable": int(env["STABLE"]), "canary": int(env["VERSION"])}
     args = plan["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--promotion") + 1] == "labels"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_stream_worker_config_matches_its_pod_and_the_feature_store(overlay, tmp_path):
+    with mock.patch.dict(os.environ):  # importing Feast sets Prometheus variables
+        from pipelines.features.stream import StreamConfig
+    objects = render(overlay)
+    config = load_config(StreamConfig, config_map_file(objects, "stream-config", "stream.yaml"),
+                         tmp_path)
+    store = load_config(FeatureStoreConfig, config_map_file(
+        objects, "feature-store", "feature_store.yaml"), tmp_path, "store.yaml")
+    # the stream and the online store are the same Redis, with the same TLS setting
+    address, *options = store.online_store.connection_string.split(",")
+    assert config.redis == address and config.redis_ssl == ("ssl=true" in options)
+    pod = find(objects, "StatefulSet", "stream-worker")["spec"]["template"]["spec"]
+    worker = pod["containers"][0]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": config.metrics_port}]
+    assert config.metrics_host == "0.0.0.0"  # reachable by Prometheus and the probes
+    assert mounted(config.workdir, worker, writable=True)
+    assert mounted(config.feature_store_config, worker)
+    env = {e["name"] for e in worker["env"]}
+    assert env <= {f"RECSYS_STREAM_{f.upper()}" for f in StreamConfig.__dataclass_fields__}
 
 
 def test_training_and_feature_configs_pass_their_schemas(tmp_path):

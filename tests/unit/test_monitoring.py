@@ -231,6 +231,7 @@ def test_monitoring_kustomization_renders():
                      ("ServiceMonitor", "candidate-metrics"),
                      ("ServiceMonitor", "pushgateway-metrics"),
                      ("ServiceMonitor", "ranking-metrics"), ("ServiceMonitor", "router-metrics"),
+                     ("ServiceMonitor", "stream-worker-metrics"),
                      ("ServiceMonitor", "tf-serving-metrics")]
     dashboard_map = next(o for o in objects if o["kind"] == "ConfigMap")
     assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -249,10 +250,12 @@ def test_service_monitors_select_the_base_services_and_their_ports(tmp_path):
         "namespace": "recsys", "resources": resources}))
     objects = kustomize(tmp_path)
     services = [o for o in objects if o["kind"] == "Service"]
-    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    deployments = {o["metadata"]["name"]: o for o in objects
+                   if o["kind"] in ("Deployment", "StatefulSet")}
     monitors = {o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: o
                 for o in objects if o["kind"] == "ServiceMonitor"}
-    assert set(monitors) == {"router", "candidate", "ranking", "tf-serving", "pushgateway"}
+    assert set(monitors) == {"router", "candidate", "ranking", "tf-serving", "pushgateway",
+                             "stream-worker"}
     tf_path = re.search(r'path: "([^"]+)"',
                         (ROOT / "k8s/base/config/monitoring.config").read_text()).group(1)
     for name, monitor in monitors.items():
