@@ -48,7 +48,8 @@ def paths_of(spec: str | Path) -> list[Path]:
     return matches
 
 
-def _json_lines(path: Path) -> Iterable[tuple[str, dict]]:
+def json_lines(path: Path) -> Iterable[tuple[str, dict]]:
+    """(where, record) of every non-empty line of a JSONL log; InputError names the line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -150,7 +151,7 @@ def _csv_records(path: Path) -> Iterable[tuple[str, dict]]:
 
 def read_exposures(spec: str | Path) -> pd.DataFrame:
     paths = paths_of(spec)
-    frame = exposures_frame(r for path in paths for r in _json_lines(path))
+    frame = exposures_frame(r for path in paths for r in json_lines(path))
     if frame.empty:
         raise InputError(f"{spec}: the exposure log has no records")
     return frame
@@ -159,7 +160,7 @@ def read_exposures(spec: str | Path) -> pd.DataFrame:
 def read_outcomes(spec: str | Path) -> pd.DataFrame:
     paths = paths_of(spec)
     return outcomes_frame(r for path in paths for r in
-                          (_csv_records(path) if path.suffix == ".csv" else _json_lines(path)))
+                          (_csv_records(path) if path.suffix == ".csv" else json_lines(path)))
 
 
 @dataclass

@@ -8,7 +8,6 @@ them in would make a change of traffic mix look like a change of the model.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.experiments import exposures
 from pipelines.monitoring.windows import DAY, InputError, Window
 
 FILE_DAY = re.compile(r"-(\d{4}-\d{2}-\d{2})-")
@@ -43,14 +43,8 @@ def _number(record: dict, name: str, where: str) -> float:
     return float(value)
 
 
-def parse(line: str, where: str) -> tuple[float, bool, int, list[float]]:
-    """(timestamp, fallback, ranking model version, scores) of one exposure line."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
-    if not isinstance(record, dict):
-        raise InputError(f"{where}: expected a JSON object")
+def parse(record: dict, where: str) -> tuple[float, bool, int, list[float]]:
+    """(timestamp, fallback, ranking model version, scores) of one exposure record."""
     if not isinstance(record.get("fallback"), bool):
         raise InputError(f"{where}: field 'fallback' must be true or false, "
                          f"got {record.get('fallback')!r}")
@@ -83,23 +77,12 @@ def log_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.jsonl") if not p.name.startswith("shadow-"))
 
 
-def _lines(path: Path):
-    """(where, line) of every non-empty line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: cannot read: {err}") from None
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            yield f"{path}:{number}", line
-
-
 def latest(directory: Path) -> float:
     """The newest response's time (for --until latest): reads every file."""
     newest = -math.inf
     for path in log_files(directory):
-        for where, line in _lines(path):
-            newest = max(newest, parse(line, where)[0])
+        for where, record in exposures.json_lines(path):
+            newest = max(newest, parse(record, where)[0])
     if newest == -math.inf:
         raise InputError(f"{directory}: the exposure log has no responses")
     return newest
@@ -111,8 +94,8 @@ def read(directory: Path, windows: list[Window]) -> dict[str, Served]:
     for path in log_files(directory):
         if not _day_overlaps(path, windows):
             continue
-        for where, line in _lines(path):
-            seconds, fallback, version, scores = parse(line, where)
+        for where, record in exposures.json_lines(path):
+            seconds, fallback, version, scores = parse(record, where)
             for window in windows:
                 if window.holds(seconds):
                     into = served[window.name]

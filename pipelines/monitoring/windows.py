@@ -10,12 +10,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from pipelines.experiments import exposures
+
 DAY = 86_400
 
 
-class InputError(ValueError):
-    """Bad input (a missing file, an empty window, a malformed line): the message names
-    it; the CLI prints it on one line and exits with code 2."""
+# Bad input (a missing file, an empty window, a malformed line): the message names it; the
+# CLI prints it on one line and exits with code 2. The same class as the experiment
+# analysis', whose exposure-log reader the drift check shares.
+InputError = exposures.InputError
 
 
 @dataclass(frozen=True)

@@ -202,17 +202,16 @@ def test_service_configs_pass_their_schemas_and_match_the_manifests(overlay, tmp
         env = {e["name"]: e["value"] for e in container.get("env", [])}
         fields = {f"RECSYS_{name.upper()}_{f.upper()}" for f in schema.__dataclass_fields__}
         assert set(env) <= fields, f"{name}: env names no config field: {set(env) - fields}"
-        for key, value in env.items():
-            (tmp_path / "env.yaml").write_text("")
-            config_lib.load(schema, tmp_path / "env.yaml", env_prefix=f"RECSYS_{name.upper()}")
-        config = load_config(schema, config_map_file(objects, f"{name}-config", "config.yaml"),
-                             tmp_path)
+        (tmp_path / "config.yaml").write_text(
+            config_map_file(objects, f"{name}-config", "config.yaml"))
+        with mock.patch.dict(os.environ, env):  # the values pass the schema too
+            config = config_lib.load(schema, tmp_path / "config.yaml",
+                                     env_prefix=f"RECSYS_{name.upper()}")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"grpc": config.port, "metrics": config.metrics_port}, name
         assert config.host == "0.0.0.0"
         assert {p["name"]: p["port"] for p in services[name]["spec"]["ports"]} == ports
-        grace = float(env.get(f"RECSYS_{name.upper()}_GRACE_SECONDS", config.grace_seconds))
-        assert grace + 3 < pod["terminationGracePeriodSeconds"]
+        assert config.grace_seconds + 3 < pod["terminationGracePeriodSeconds"]
         assert mounted(config.feature_store_config, container)
         assert mounted(config.feature_store_dir, container)
         assert config.feature_source == "feast"
