@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models analyze simulate-ab drift images k8s-check pipeline-spec clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-features bench-models bench-e2e analyze simulate-ab drift images k8s-check pipeline-spec clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench-features: setup  ## feature store benchmark: batch job, materialization, r
 bench-models: setup  ## model quality on the published MovieLens protocols vs baselines (table, curves, report)
 	@test -n "$$(ls $(WORKDIR)/data/training_sets 2>/dev/null)" || $(MAKE) features
 	$(SERVING_PY) -m pipelines.training.benchmark --workdir $(WORKDIR)/benchmark --training-set $(WORKDIR)/data/training_sets
+
+bench-e2e: setup  ## replay: train before each cut, serve, ask Recommend about the users after it, vs popular/trending/EASE (reports/replay)
+	$(SERVING_PY) -m pipelines.replay.run --workdir $(WORKDIR)/replay --out reports/replay $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(REPLAY_ARGS)
 
 analyze:  ## analyse an experiment: EXPOSURES=logs OUTCOMES=events EXPERIMENT=key [CONFIG=the router's experiment file, default var/experiments.yaml]
 	@test -n "$(EXPOSURES)" -a -n "$(OUTCOMES)" -a -n "$(EXPERIMENT)" || { echo "usage: make analyze EXPOSURES=... OUTCOMES=... EXPERIMENT=..."; exit 2; }
