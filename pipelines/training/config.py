@@ -51,9 +51,11 @@ class PipelineConfig:
     hyperparameters: dict[str, dict] = field(default_factory=dict)
     # Fairness gates (pipelines/training/fairness.py), after each model's evaluator: per
     # user group (gender, age group), a model is blessed only if the spread between groups
-    # stays within these bounds. Groups with fewer than fairness_min_group_size users
-    # (retrieval) or eval ratings (ranking) are reported but not gated.
+    # stays within these bounds. Groups with fewer than fairness_min_group_size eval users
+    # are reported but not gated.
     fairness_min_group_size: int = 30
+    # a gap blocks only when its bootstrap interval at this level lies past the bound
+    fairness_confidence: float = 0.95
     # the head: this share of the catalog, the most rated in train; the rest is long tail
     fairness_head_fraction: float = 0.2
     # retrieval Recall@10: largest minus smallest group's, and smallest / largest (the
@@ -111,6 +113,9 @@ class PipelineConfig:
             if not self.beam_options.get(option):
                 raise ValueError(f"field 'beam_options.{option}' is required for "
                                  f"beam_runner {self.beam_runner}")
+        if not 0.5 <= self.fairness_confidence < 1.0:
+            raise ValueError("field 'fairness_confidence' must be in [0.5, 1), got "
+                             f"{self.fairness_confidence}")
         if self.fairness_min_group_size < 1:
             raise ValueError(f"field 'fairness_min_group_size' must be at least 1, "
                              f"got {self.fairness_min_group_size}")

@@ -13,7 +13,12 @@ spec's age boundaries), with fairlearn's MetricFrame:
                                    the group's recommendations and of the group's
                                    training ratings (0 = same mix, 1 = disjoint)
 Bounds (`BOUNDS`, set in the pipeline config) say how far groups may drift apart; groups
-smaller than `min_group_size` are reported but not gated, their metrics being noise.
+of fewer than `min_group_size` users are reported but not gated. A bound judges evidence,
+not noise: each group's metric comes with a bootstrap over its users (`SAMPLES` draws;
+for RMSE a user's ratings stay together), and a gap blocks a model only when it breaks
+the bound at the lower end of its `confidence` interval (the difference of the two
+extreme groups' draws; for a ratio, the upper end). The genre gap, a statistic of a
+group's pooled counts, is judged on its value.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from pipelines.training import evaluation
 
 ATTRIBUTES = ("gender", "age_group")
 REASON_PREFIX = "fairness: "  # marks the gate's own reasons among its upstream gates'
-SIZE = "size"  # the column of group sizes: users (retrieval) or ratings (ranking)
+SIZE = "size"  # the column of group sizes: users
+SAMPLES = 1000  # bootstrap draws per group and metric
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,21 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return 0.5 * float(np.abs(p - q).sum())
 
 
+def _bootstrap(per_user: dict[str, np.ndarray], labels: np.ndarray,
+               statistic=lambda draws: draws.mean(axis=1)) -> dict[str, dict]:
+    """{metric: {group: SAMPLES bootstrap values of the group's statistic}}, resampling the
+    group's users; `per_user` arrays may be 2-D (a row per user), `statistic` gets the
+    resampled rows as [draw, user, ...]."""
+    out: dict[str, dict] = {name: {} for name in per_user}
+    for group in sorted(set(labels)):
+        members = np.flatnonzero(labels == group)
+        rng = np.random.default_rng(len(members))  # the same draws on every run
+        draws = members[rng.integers(0, len(members), (SAMPLES, len(members)))]
+        for name, values in per_user.items():
+            out[name][str(group)] = statistic(values[draws])
+    return out
+
+
 def _ordered(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
     """Groups in a readable order: age groups youngest first, others by name."""
     table.index = table.index.astype(str).rename(attribute)
@@ -139,6 +160,9 @@ def retrieval_tables(recommended: dict, relevant: dict, groups: pd.DataFrame,
             sample_params={name: {"values": np.asarray(v, float)}
                            for name, v in per_user.items()})
         table = _ordered(frame.by_group, attribute)
+        table.attrs["samples"] = _bootstrap(
+            {name: np.asarray(v, float) for name, v in per_user.items()},
+            rows[attribute].fillna("unknown").astype(str).to_numpy())
         gaps, mixes = {}, {}
         for group in table.index:
             members = rows.index[rows[attribute].astype(str) == group]
@@ -158,27 +182,75 @@ def retrieval_tables(recommended: dict, relevant: dict, groups: pd.DataFrame,
 def ranking_tables(ratings: np.ndarray, predictions: np.ndarray, baseline: np.ndarray,
                    users: list, groups: pd.DataFrame,
                    attributes: tuple = ATTRIBUTES) -> dict[str, pd.DataFrame]:
-    """Per attribute, a table of its groups: size (ratings), the model's RMSE and the
-    item-mean baseline's."""
+    """Per attribute, a table of its groups: size (users), ratings, the model's RMSE and
+    the item-mean baseline's."""
     rows = groups.reindex(users)
+    errors = pd.DataFrame({"user_id": list(users), "se": (np.asarray(ratings, float)
+                                                          - np.asarray(predictions, float)) ** 2})
+    per_user = errors.groupby("user_id").se.agg(["sum", "count"])
+    user_rows = groups.reindex(per_user.index)
+
+    def rmse(draws):  # [draw, user, (sum, count)]
+        return np.sqrt(draws[..., 0].sum(axis=1) / draws[..., 1].sum(axis=1))
+
     tables = {}
     for attribute in attributes:
         frame = MetricFrame(
-            metrics={SIZE: _count, "rmse": _rmse,
+            metrics={"ratings": _count, "rmse": _rmse,
                      "baseline_rmse": lambda y_true, y_pred, baseline: _rmse(y_true,
                                                                               baseline)},
             y_true=np.asarray(ratings, float), y_pred=np.asarray(predictions, float),
             sensitive_features=rows[attribute].fillna("unknown").to_numpy(),
             sample_params={"baseline_rmse": {"baseline": np.asarray(baseline, float)}})
-        tables[attribute] = _ordered(frame.by_group, attribute)
+        table = frame.by_group
+        labels = user_rows[attribute].fillna("unknown").astype(str)
+        table.insert(0, SIZE, labels.value_counts().reindex(
+            table.index.astype(str)).fillna(0).astype(int).to_numpy())
+        table = _ordered(table, attribute)
+        table.attrs["samples"] = _bootstrap({"rmse": per_user.to_numpy(float)},
+                                            labels.to_numpy(), rmse)
+        tables[attribute] = table
     return tables
 
 
-def check_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
-                 min_group_size: int) -> list[str]:
-    """Why the tables break the bounds `limits` ({config field: limit}) set; [] if none.
-    Bounds missing from `limits` (the other model's) are not checked."""
-    reasons = []
+@dataclass
+class Check:
+    """One bound on one attribute: the estimate, its interval and whether it blocks."""
+    field: str
+    attribute: str
+    metric: str
+    estimate: float
+    low: float | None  # the interval at `confidence`; None where no draws exist
+    high: float | None
+    groups: tuple[str, ...]
+    limit: float
+    blocks: bool
+    reason: str = ""
+
+    def __post_init__(self):  # plain Python values: the gate writes them as JSON
+        self.estimate, self.limit, self.blocks = (float(self.estimate), float(self.limit),
+                                                  bool(self.blocks))
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _interval(values: np.ndarray | None, confidence: float):
+    if values is None:
+        return None, None
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def _span(low: float | None, high: float | None, confidence: float) -> str:
+    return "" if low is None else f", {confidence:.0%} interval {low:.4f} to {high:.4f}"
+
+
+def evaluate_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
+                    min_group_size: int, confidence: float = 0.95) -> list[Check]:
+    """Every bound of `limits` ({config field: limit}) on every attribute. Bounds missing
+    from `limits` (the other model's) are not checked."""
+    checks = []
     for bound in BOUNDS:
         limit = limits.get(bound.field)
         if limit is None:
@@ -187,20 +259,50 @@ def check_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
             gated = table.loc[table[SIZE] >= min_group_size, bound.metric].dropna()
             if len(gated) == 0 or (bound.kind != "max_value" and len(gated) < 2):
                 continue
+            draws = table.attrs.get("samples", {}).get(bound.metric, {})
             low, high = gated.idxmin(), gated.idxmax()
-            values = f"({low} {gated[low]:.4f}, {high} {gated[high]:.4f})"
-            if bound.kind == "max_difference" and gated[high] - gated[low] > limit:
-                reasons.append(f"{attribute}: {bound.metric} differs by "
-                               f"{gated[high] - gated[low]:.4f} between groups {values}, "
-                               f"above {bound.field} {limit}")
-            elif bound.kind == "min_ratio" and gated[low] < limit * gated[high]:
+            sizes = f"{int(table.loc[low, SIZE])} and {int(table.loc[high, SIZE])} users"
+            values = f"({low} {gated[low]:.4f}, {high} {gated[high]:.4f}; {sizes})"
+            if bound.kind == "max_difference":
+                both = str(low) in draws and str(high) in draws
+                gap = gated[high] - gated[low]
+                lo, hi = _interval(draws[str(high)] - draws[str(low)] if both else None,
+                                   confidence)
+                blocks = gap > limit and (lo is None or lo > limit)
+                check = Check(bound.field, attribute, bound.metric, gap, lo, hi,
+                              (str(low), str(high)), limit, blocks)
+                check.reason = (f"{attribute}: {bound.metric} differs by {gap:.4f} between "
+                                f"groups {values}{_span(lo, hi, confidence)}, above "
+                                f"{bound.field} {limit}")
+            elif bound.kind == "min_ratio":
+                both = str(low) in draws and str(high) in draws
                 ratio = gated[low] / gated[high] if gated[high] else 0.0
-                reasons.append(f"{attribute}: {bound.metric} ratio {ratio:.4f} between "
-                               f"groups {values} is below {bound.field} {limit}")
-            elif bound.kind == "max_value" and gated[high] > limit:
-                reasons.append(f"{attribute}: {bound.metric} of group {high} is "
-                               f"{gated[high]:.4f}, above {bound.field} {limit}")
-    return reasons
+                lo, hi = _interval(draws[str(low)] / np.maximum(draws[str(high)], 1e-12)
+                                   if both else None, confidence)
+                blocks = ratio < limit and (hi is None or hi < limit)
+                check = Check(bound.field, attribute, bound.metric, ratio, lo, hi,
+                              (str(low), str(high)), limit, blocks)
+                check.reason = (f"{attribute}: {bound.metric} ratio {ratio:.4f} between "
+                                f"groups {values}{_span(lo, hi, confidence)} is below "
+                                f"{bound.field} {limit}")
+            else:
+                check = Check(bound.field, attribute, bound.metric, float(gated[high]),
+                              None, None, (str(high),), limit, gated[high] > limit)
+                check.reason = (f"{attribute}: {bound.metric} of group {high} is "
+                                f"{gated[high]:.4f}, above {bound.field} {limit}")
+            checks.append(check)
+    return checks
+
+
+def check_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
+                 min_group_size: int, confidence: float = 0.95) -> list[str]:
+    """Why the tables break the bounds; [] if none. A reason names the groups, the gap,
+    its interval and what to do."""
+    advice = ("; the gap is beyond noise: see the fairness report for the group's "
+              "metrics, give the model more of that group's data or features that serve "
+              "it, or change the bound if the gap is accepted")
+    return [c.reason + advice for c in evaluate_bounds(tables, limits, min_group_size,
+                                                       confidence) if c.blocks]
 
 
 def as_json(tables: dict[str, pd.DataFrame]) -> dict:

@@ -67,8 +67,23 @@ def _genre_chart(attribute: str, mixes: dict) -> str:
     return "".join(charts)
 
 
+def _checks(checks: list) -> str:
+    """Every bound checked: the estimate, its interval and the verdict."""
+    if not checks:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape.escape(c.field)}</td><td>{escape.escape(c.attribute)}</td>"
+        f"<td>{escape.escape(' vs '.join(c.groups))}</td><td>{c.estimate:.4f}</td>"
+        f"<td>{'' if c.low is None else f'{c.low:.4f} to {c.high:.4f}'}</td>"
+        f"<td>{c.limit}</td><td class='{'bad' if c.blocks else 'good'}'>"
+        f"{'blocks' if c.blocks else 'holds'}</td></tr>" for c in checks)
+    return ("<h2>Bounds, with intervals</h2><table><tr><th>bound</th><th>attribute</th>"
+            "<th>groups</th><th>estimate</th><th>interval</th><th>limit</th><th></th></tr>"
+            f"{rows}</table>")
+
+
 def html(model_kind: str, tables: dict[str, pd.DataFrame], limits: dict,
-         min_group_size: int, reasons: list[str]) -> str:
+         min_group_size: int, reasons: list[str], checks: list = ()) -> str:
     verdict = ("<p class='good'>Blessed: every bound holds.</p>" if not reasons else
                "<p class='bad'>Not blessed:</p><ul>"
                + "".join(f"<li>{escape.escape(r)}</li>" for r in reasons) + "</ul>")
@@ -78,9 +93,9 @@ def html(model_kind: str, tables: dict[str, pd.DataFrame], limits: dict,
     quality = "recall_at_10" if model_kind == "retrieval" else "rmse"
     body = [f"<h1>Fairness of the {model_kind} model</h1>", verdict,
             f"<div>Bounds (pipeline config): <ul>{bounds}</ul>"
-            f"Groups with fewer than {min_group_size} "
-            f"{'users' if model_kind == 'retrieval' else 'ratings'} are grey: reported, "
-            "not gated.</div>"]
+            f"Groups with fewer than {min_group_size} users are grey: reported, not "
+            "gated. A gap blocks only when its whole interval is past the bound.</div>",
+            _checks(list(checks))]
     for attribute, table in tables.items():
         labels = [str(g) for g in table.index]
         series = {quality: table[quality].tolist()}

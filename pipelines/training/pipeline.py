@@ -185,6 +185,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
             upstream_blessing=upstream.outputs["blessing"], model_kind=name,
             limits=json.dumps(config.fairness_limits(name)),
             min_group_size=config.fairness_min_group_size,
+            confidence=config.fairness_confidence,
             head_fraction=config.fairness_head_fraction, catalog=config.catalog_file,
             upstream_name=upstream_name,
         ).with_id(f"{name}_fairness")

@@ -83,7 +83,9 @@ class CandidateGenerator:
         except grpc.aio.AioRpcError as err:
             log.event(logger, "retrieval model failed", logging.WARNING,
                       code=err.code().name, detail=err.details())
-            return self._popular(n, exclude, Reason.RETRIEVAL_UNAVAILABLE, found.degraded)
+            reason = (Reason.MODEL_NOT_SERVED if err.code() == grpc.StatusCode.NOT_FOUND
+                      else Reason.RETRIEVAL_UNAVAILABLE)
+            return self._popular(n, exclude, reason, found.degraded)
         response = candidate_pb2.CandidateResponse(model_version=prediction.version,
                                                    features_degraded=found.degraded)
         ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]

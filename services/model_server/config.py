@@ -14,6 +14,8 @@ class ModelServerConfig(ServiceConfig):
     port: int = 8500  # TF Serving's gRPC port
     metrics_port: int = 8502
     model_repo: str = "var/model_repo"
+    # empty: serve nothing (every Predict is NOT_FOUND), as the stack runs when no model
+    # was ever pushed, so the services answer with flagged fallbacks
     model_names: list[str] = field(default_factory=lambda: ["retrieval", "ranking"])
     # A TF Serving models.config (text ModelServerConfig); when set it replaces
     # model_repo/model_names, exactly as `tensorflow_model_server --model_config_file`.
@@ -31,8 +33,6 @@ class ModelServerConfig(ServiceConfig):
         super().validate()
         if self.poll_seconds <= 0:
             raise ValueError("field 'poll_seconds' must be positive")
-        if not self.model_config_file and not self.model_names:
-            raise ValueError("field 'model_names' is empty and no model_config_file is set")
 
 
 def model_sources(config: ModelServerConfig) -> list[ModelSource]:

@@ -57,6 +57,9 @@ async def serve(config: ModelServerConfig) -> None:
         else None
     repo = ModelRepository(config_file.sources if config_file else model_sources(config),
                            config.settle_seconds, warm_up=prediction.warm_up)
+    if not repo.sources:
+        log.event(logger, "serving no models: every Predict answers NOT_FOUND",
+                  logging.WARNING)
     repo.poll()  # load what is there before accepting traffic
 
     def register(server):

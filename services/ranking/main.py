@@ -23,8 +23,11 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
         except InvalidRequest as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except grpc.aio.AioRpcError as err:
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"ranking model: {err.code().name}: {err.details()}")
+            # NOT_FOUND: the model server has no such model or version (none blessed yet,
+            # or gone); the router tells its clients so
+            code = (grpc.StatusCode.NOT_FOUND if err.code() == grpc.StatusCode.NOT_FOUND
+                    else grpc.StatusCode.UNAVAILABLE)
+            await context.abort(code, f"ranking model: {err.code().name}: {err.details()}")
 
 
 async def serve(config: RankingConfig) -> None:

@@ -124,7 +124,9 @@ class Recommender:
             except grpc.aio.AioRpcError as err:
                 log.event(logger, "ranking service failed", logging.WARNING,
                           code=err.code().name, detail=err.details())
-                response.fallback, response.fallback_reason = True, Reason.RANKING_UNAVAILABLE
+                response.fallback, response.fallback_reason = True, (
+                    Reason.MODEL_NOT_SERVED if err.code() == grpc.StatusCode.NOT_FOUND
+                    else Reason.RANKING_UNAVAILABLE)
         response.items.extend(items[:request.num_results])
 
     def _finish(self, request, response: recommend_pb2.RecommendResponse, started: float):

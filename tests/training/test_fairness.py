@@ -60,6 +60,7 @@ def test_ranking_tables_rmse_per_group():
     tables = fairness.ranking_tables(ratings, np.array([4.0, 2.0, 3.0, 3.0]),
                                      np.full(4, 3.5), ["a", "b", "c", "d"], groups())
     gender = tables["gender"]
+    assert gender["size"].tolist() == [2, 2] and gender["ratings"].tolist() == [2, 2]
     assert gender.loc["F", "rmse"] == 0.0
     assert gender.loc["M", "rmse"] == pytest.approx(np.sqrt(2.0))
     assert gender.loc["M", "baseline_rmse"] == pytest.approx(np.sqrt((1.5 ** 2 + 0.5 ** 2) / 2))
@@ -77,7 +78,7 @@ def test_bounds_name_the_field_and_the_groups():
         "fairness_max_genre_gap": 0.5}, min_group_size=30)
     assert len(reasons) == 3
     assert "fairness_max_recall_difference 0.05" in reasons[0] and "0.0600" in reasons[0]
-    assert "(M 0.0400, F 0.1000)" in reasons[0]  # group X is too small to be gated
+    assert "(M 0.0400, F 0.1000; 100 and 100 users)" in reasons[0]  # X is too small
     assert "ratio 0.4000" in reasons[1] and "fairness_min_recall_ratio" in reasons[1]
     assert "genre_gap of group M is 0.7000" in reasons[2]
 
@@ -86,6 +87,51 @@ def test_bounds_that_hold_give_no_reason():
     assert fairness.check_bounds(bounds_tables(), {
         "fairness_max_recall_difference": 0.07, "fairness_min_recall_ratio": 0.35,
         "fairness_max_genre_gap": 0.8}, min_group_size=30) == []
+
+
+def noisy_groups(gap: float, users: int, seed: int = 0):
+    """Recall of two groups of `users` users, B's mean `gap` above A's, with per-user noise
+    as wide as real per-user recall (0 or 1 mostly)."""
+    rng = np.random.default_rng(seed)
+    recalls = {"a": rng.binomial(1, 0.2, users), "b": rng.binomial(1, 0.2 + gap, users)}
+    names = [f"{g}{i}" for g in recalls for i in range(users)]
+    groups = fairness.user_groups(names, ["F" if n[0] == "a" else "M" for n in names],
+                                  [30] * len(names))
+    recommended = {n: ["hit"] for n in names}
+    relevant = {n: ({"hit"} if recalls[n[0]][int(n[1:])] else {"miss"}) for n in names}
+    return fairness.retrieval_tables(recommended, relevant, groups, {"hit": 1.0}, {"hit"},
+                                     {"hit": "Drama"}, names, ["hit"] * len(names),
+                                     attributes=("gender",))
+
+
+def test_a_gap_within_noise_does_not_block_but_a_real_one_does():
+    limits = {"fairness_max_recall_difference": 0.1}
+    # 40 users per group: a 0.15 gap in the sample is well within noise of a 0.1 bound
+    small = noisy_groups(0.0, 40, seed=3)
+    table = small["gender"]
+    gap = abs(table.loc["M", "recall_at_10"] - table.loc["F", "recall_at_10"])
+    checks = fairness.evaluate_bounds(small, limits, min_group_size=30)
+    assert len(checks) == 1 and checks[0].low < 0.1 < checks[0].high
+    assert not checks[0].blocks and fairness.check_bounds(small, limits, 30) == []
+    assert checks[0].estimate == pytest.approx(gap)
+    # 2,000 users per group and a true gap of 0.3: blocked, and the reason says it all
+    large = noisy_groups(0.3, 2000)
+    reasons = fairness.check_bounds(large, limits, 30)
+    assert len(reasons) == 1
+    assert "(F 0." in reasons[0] and "2000 and 2000 users" in reasons[0]
+    assert "95% interval 0.2" in reasons[0] and "beyond noise" in reasons[0]
+
+
+def test_ranking_groups_are_sized_by_users_not_ratings():
+    # 5 users, 100 ratings each: 500 ratings, still a group too small to gate
+    users = [f"u{i}" for i in range(5) for _ in range(100)] + ["v"] * 50 * 40
+    groups = fairness.user_groups([f"u{i}" for i in range(5)] + ["v"], ["F"] * 5 + ["M"],
+                                  [20] * 5 + [60])
+    ratings = np.full(len(users), 3.0)
+    predictions = np.where(np.array([u.startswith("u") for u in users]), 5.0, 3.0)
+    tables = fairness.ranking_tables(ratings, predictions, ratings, users, groups)
+    assert tables["gender"].loc["F", "size"] == 5
+    assert fairness.check_bounds(tables, {"fairness_max_rmse_difference": 0.3}, 30) == []
 
 
 def test_report_shows_verdict_and_groups():
@@ -103,3 +149,10 @@ def test_item_mean_baseline_is_damped_towards_the_global_mean():
     mean = 4.0
     assert predicted[0] == pytest.approx((10.0 + 2 * mean) / 4)
     assert predicted[1] == pytest.approx(mean)  # unknown item
+
+
+def test_checks_are_plain_json():
+    import json
+    checks = fairness.evaluate_bounds(noisy_groups(0.3, 200), {
+        "fairness_max_recall_difference": 0.1, "fairness_min_recall_ratio": 0.9}, 30)
+    assert json.loads(json.dumps([c.as_dict() for c in checks]))[0]["blocks"] is True

@@ -68,6 +68,7 @@ def FairnessGate(
     model_kind: Parameter[str],
     limits: Parameter[str] = "{}",
     min_group_size: Parameter[int] = 30,
+    confidence: Parameter[float] = 0.95,
     head_fraction: Parameter[float] = 0.2,
     catalog: Parameter[str] = "",
     upstream_name: Parameter[str] = "upstream gate",
@@ -82,16 +83,19 @@ def FairnessGate(
         raise ValueError(f"model_kind must be retrieval or ranking, got {model_kind!r}")
     bounds = json.loads(limits)
     reasons = upstream_reasons(upstream_blessing, upstream_name)
-    reasons += [fairness.REASON_PREFIX + r for r in fairness.check_bounds(tables, bounds,
-                                                                min_group_size)]
-    metrics = {"model": model_kind, "min_group_size": min_group_size, "limits": bounds,
-               "groups": fairness.as_json(tables)}
+    checks = fairness.evaluate_bounds(tables, bounds, min_group_size, confidence)
+    reasons += [fairness.REASON_PREFIX + r for r in fairness.check_bounds(
+        tables, bounds, min_group_size, confidence)]
+    metrics = {"model": model_kind, "min_group_size": min_group_size,
+               "confidence": confidence, "limits": bounds,
+               "checks": [c.as_dict() for c in checks], "groups": fairness.as_json(tables)}
     tf.io.gfile.makedirs(report.uri)
     report_file = os.path.join(report.uri, "report.html")
     with tf.io.gfile.GFile(os.path.join(report.uri, "fairness.json"), "w") as f:
         f.write(json.dumps({**metrics, "reasons": reasons}, indent=2))
     with tf.io.gfile.GFile(report_file, "w") as f:
-        f.write(fairness_report.html(model_kind, tables, bounds, min_group_size, reasons))
+        f.write(fairness_report.html(model_kind, tables, bounds, min_group_size, reasons,
+                                     checks))
     write_blessing(blessing, model, reasons, {**metrics, "report": report_file},
                    f"FairnessGate({model_kind})")
     for target in (blessing, report):
