@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Histogram
 
-from libs import feature_spec, log
+from libs import feature_spec, log, trends
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ READ_SECONDS = Histogram(
 QUERY_SERVICE = "retrieval_query"
 CANDIDATE_SERVICE = "retrieval_candidate"
 RANKING_SERVICE = "ranking"
-# Catalog size and most-rated items, written by the ingestion next to the registry.
+# Catalog size and the popularity fallback's items (trending: libs/trends.py), written by
+# the ingestion next to the registry.
 SUMMARY_FILE = "serving_summary.json"
 
 
@@ -110,12 +111,16 @@ class CatalogFeatures(PopularItems):
                       for r in _rows(directory / "users.csv")}
         self.items = {r["item_id"]: r for r in _rows(directory / "items.csv")}
         self.rated: dict[str, set[str]] = collections.defaultdict(set)
+        ratings = [(r["user_id"], r["item_id"], int(r["timestamp"]))
+                   for r in _rows(directory / "ratings.csv")]
         counts: collections.Counter = collections.Counter()
-        for r in _rows(directory / "ratings.csv"):
-            self.rated[r["user_id"]].add(r["item_id"])
-            counts[r["item_id"]] += 1
-        top = counts.most_common()
-        super().__init__([(item, count / top[0][1]) for item, count in top])
+        recent: collections.Counter = collections.Counter()
+        today = trends.day(max((t for *_, t in ratings), default=0))
+        for user, item, seconds in ratings:
+            self.rated[user].add(item)
+            counts[item] += 1
+            recent[item] += today - trends.day(seconds) < trends.TRENDING_DAYS
+        super().__init__(trends.trending(recent, counts))
         self.num_items = len(self.items)
 
     async def query_features(self, user_id: str) -> QueryFeatures:
@@ -275,7 +280,7 @@ def open_feast(config_path: str | Path, store_dir: str | Path,
 
 
 def open_popular(config) -> PopularItems:
-    """Only the most-rated items (the router's last fallback), without opening Feast."""
+    """Only the popularity fallback's items (the router's last), without opening Feast."""
     if config.feature_source == "catalog":
         return CatalogFeatures(config.catalog_dir)
     path = Path(config.feature_store_dir) / SUMMARY_FILE

@@ -68,7 +68,12 @@ def definitions(tables_dir: str | Path) -> dict:
         name="item_popularity", entities=[item], ttl=NO_TTL,
         schema=[Field(name="item_rating_count", dtype=Int64),
                 Field(name="item_mean_rating", dtype=Float32),
-                Field(name=WINDOW_COUNT, dtype=Int64)],
+                Field(name=WINDOW_COUNT, dtype=Int64),
+                Field(name="item_daily_counts", dtype=Array(Int64),
+                      description="ratings per UTC day, the row's day first "
+                                  "(libs/trends.py: windows at any later moment)"),
+                Field(name="item_first_rated", dtype=Int64),
+                Field(name="item_last_rated", dtype=Int64)],
         source=_source(tables_dir, "item_popularity", push=True))
     user_rated_items = FeatureView(
         name="user_rated_items", entities=[user], ttl=NO_TTL,

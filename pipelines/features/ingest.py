@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from libs import config as config_lib
+from libs import config as config_lib, trends
 from libs.feature_store import SUMMARY_FILE
 from libs.feature_store_config import FeatureStoreConfig, repo_config
 from pipelines.features import tables
@@ -63,14 +63,20 @@ def _table(tables_dir: Path, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def serving_summary(tables_dir: Path) -> dict:
-    """Catalog size and the most-rated items (the services' popularity fallback)."""
+    """Catalog size and the popularity fallback's items: the most rated over the last
+    trends.TRENDING_DAYS before the newest event, ties by all-time ratings."""
     items = _table(tables_dir, "item_profile", ["item_id"])
-    counts = (_table(tables_dir, "item_popularity", ["item_id", "item_rating_count"])
-              .groupby("item_id").item_rating_count.max()
-              .sort_values(ascending=False, kind="stable").head(POPULAR_ITEMS))
-    top = int(counts.iloc[0]) if len(counts) else 1
-    return {"num_items": len(items),
-            "popular": [[item, round(int(n) / top, 6)] for item, n in counts.items()]}
+    rows = (_table(tables_dir, "item_popularity", ["item_id", "item_rating_count",
+                                                   "item_daily_counts", "item_last_rated"])
+            .sort_values("item_last_rated", kind="stable").groupby("item_id").tail(1))
+    now = int(data_time(tables_dir).timestamp())
+    (window,) = [trends.WINDOWS.index(trends.TRENDING_DAYS)]
+    recent = {item: trends.window_counts(list(daily), last, now)[window]
+              for item, daily, last in zip(rows.item_id, rows.item_daily_counts,
+                                            rows.item_last_rated)}
+    ranked = trends.trending(recent, dict(zip(rows.item_id, rows.item_rating_count)))
+    return {"num_items": len(items), "popular_window_days": trends.TRENDING_DAYS,
+            "popular": [[item, round(score, 6)] for item, score in ranked[:POPULAR_ITEMS]]}
 
 
 def data_time(tables_dir: Path) -> datetime:

@@ -9,8 +9,10 @@ became true, so a point-in-time join never sees the future:
   user_activity    after each rating: the user's count, mean, genre affinity (share of
                    their ratings in each of the spec's genres) and recent items so far,
                    stamped one second after it (a label never sees itself)
-  item_popularity  after each rating: the item's count and mean so far and its count
-                   over the trailing window, stamped likewise
+  item_popularity  after each rating: the item's count and mean so far, its count
+                   over the trailing window, its ratings per day over the last
+                   libs.trends.DAYS days (windows at any later moment come from it),
+                   its first and latest rating times, stamped likewise
   user_rated_items every item the user rated, as of the last rating (serving only: the
                    candidate service excludes them and passes them to the retrieval model
                    as its history feature, `rated_items`; training derives that feature
@@ -23,7 +25,7 @@ import collections
 import re
 from datetime import datetime, timezone
 
-from libs import feature_spec
+from libs import feature_spec, trends
 from libs.feature_spec import age_group  # defined with the spec's boundaries
 
 RECENT_ITEMS = 10
@@ -162,13 +164,22 @@ def user_activity_rows(ratings) -> list[dict]:
 
 def next_item_popularity(previous: dict | None, rating: dict) -> dict:
     """The stream's update: the window count only grows until the next batch run, which
-    recomputes it exactly (events leaving the window are not tracked online)."""
+    recomputes it exactly (events leaving the window are not tracked online); the daily
+    counts shift with the days, so they stay exact (a late event counts on the latest
+    rating's day)."""
     count = (previous["item_rating_count"] if previous else 0) + 1
     total = (previous["item_mean_rating"] * (count - 1) if previous else 0.0) + rating["rating"]
+    seconds = rating["timestamp"]
+    previous_row = previous or {}  # a row written before these fields existed lacks them
+    last = previous_row.get("item_last_rated")
     return {"item_id": rating["item_id"], "item_rating_count": count,
             "item_mean_rating": total / count,
             WINDOW_COUNT: (previous[WINDOW_COUNT] if previous else 0) + 1,
-            TIMESTAMP: stamp(rating["timestamp"] + 1)}
+            "item_daily_counts": trends.next_daily_counts(
+                previous_row.get("item_daily_counts"), last, seconds),
+            "item_first_rated": previous_row.get("item_first_rated") or seconds,
+            "item_last_rated": max(seconds, last or seconds),
+            TIMESTAMP: stamp(max(seconds, last or seconds) + 1)}
 
 
 def item_popularity_rows(ratings) -> list[dict]:

@@ -1,5 +1,6 @@
 """Feature rows: stamped after what they count, and the stream's one-event update agrees
 with the batch job's fold over history."""
+import numpy as np
 import pytest
 
 from pipelines.data import synthetic
@@ -55,6 +56,24 @@ def test_popularity_window_counts_only_the_trailing_days():
     rows = tables.item_popularity_rows(ratings)
     assert [r["item_rating_count"] for r in rows] == [1, 2, 3, 4]
     assert [r[tables.WINDOW_COUNT] for r in rows] == [1, 2, 3, 2]  # day 0 and 10 aged out
+
+
+def test_daily_counts_give_every_window_at_any_later_moment():
+    from libs import trends
+    day = 86_400
+    rng = np.random.default_rng(1)
+    times = sorted(int(t) for t in rng.integers(0, 60 * day, 300))
+    ratings = [{"user_id": "u", "item_id": "i", "rating": 3.0, "timestamp": t,
+                "genres": "Drama"} for t in times]
+    rows = tables.item_popularity_rows(ratings)
+    assert rows[-1]["item_first_rated"] == times[0]
+    assert rows[-1]["item_last_rated"] == times[-1]
+    for at in (times[-1], times[-1] + 3 * day, times[-1] + 40 * day, 61 * day + 5):
+        row = [r for r in rows if r["item_last_rated"] <= at][-1]
+        expected = [sum(1 for t in times if trends.day(at) - w < trends.day(t) <= trends.day(at))
+                    for w in trends.WINDOWS]
+        assert trends.window_counts(row["item_daily_counts"], row["item_last_rated"],
+                                    at) == expected
 
 
 def test_profile_rows_carry_age_groups_and_title_words():
