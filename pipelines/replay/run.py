@@ -146,9 +146,8 @@ def ask(stack: Stack, users: list[str], cut: int, k: int, timeout: float
 def serve_and_ask(workdir: Path, users: list[str], cut: int, config: ReplayConfig,
                   progress) -> tuple[dict, dict, dict]:
     unpushed = unpushed_models(str(workdir))
-    if unpushed:
-        progress("    nothing to serve: " + "; ".join(unpushed))
-        return {}, {}, {"unpushed": unpushed}
+    for line in unpushed:  # the stack serves without it, answers flagged MODEL_NOT_SERVED
+        progress(f"    {line}")
     stack = Stack.on_free_ports(workdir)
     stack.start()
     try:
@@ -158,7 +157,7 @@ def serve_and_ask(workdir: Path, users: list[str], cut: int, config: ReplayConfi
         stack.stop()
     latency = [a.milliseconds for a in served.values()]
     reasons = pd.Series([a.fallback for a in served.values() if a.fallback]).value_counts()
-    info = {"versions": sorted({a.versions for a in served.values()}),
+    info = {"unpushed": unpushed, "versions": sorted({a.versions for a in served.values()}),
             "fallbacks": {str(k): int(v) for k, v in reasons.items()},
             "latency_ms_p50": float(np.percentile(latency, 50)),
             "latency_ms_p99": float(np.percentile(latency, 99))}
