@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.training.evaluation import user_recall_ndcg  # the pipeline's definitions
+
 
 def future_items(after: pd.DataFrame, users: set[str] | None = None) -> dict[str, set[str]]:
     """{user: items rated after the cut}, optionally only for `users`."""
@@ -23,14 +25,11 @@ def future_items(after: pd.DataFrame, users: set[str] | None = None) -> dict[str
 
 
 def recall(items: list[str], truth: set[str], k: int) -> float:
-    hits = sum(1 for i in items[:k] if i in truth)
-    return hits / len(truth)
+    return user_recall_ndcg(items, truth, k)[0]
 
 
 def ndcg(items: list[str], truth: set[str], k: int) -> float:
-    gains = [1.0 / np.log2(rank + 2) for rank, i in enumerate(items[:k]) if i in truth]
-    ideal = sum(1.0 / np.log2(rank + 2) for rank in range(min(k, len(truth))))
-    return float(sum(gains) / ideal)
+    return user_recall_ndcg(items, truth, k)[1]
 
 
 @dataclass
@@ -65,8 +64,9 @@ def score(lists: dict[str, list[str]], truth: dict[str, set[str]], k: int,
           head: set[str], catalog_size: int, samples: int = 1000, seed: int = 42) -> Score:
     """Scores every user in `truth`; a user with no list counts as all misses."""
     users = sorted(truth)
-    recalls = np.array([recall(lists.get(u, []), truth[u], k) for u in users])
-    ndcgs = np.array([ndcg(lists.get(u, []), truth[u], k) for u in users])
+    per_user = np.array([user_recall_ndcg(lists.get(u, []), truth[u], k) for u in users]
+                        ).reshape(-1, 2)
+    recalls, ndcgs = per_user[:, 0], per_user[:, 1]
     shown = [i for u in users for i in lists.get(u, [])[:k]]
     return Score(len(users), bootstrap(recalls, samples, seed), bootstrap(ndcgs, samples, seed),
                  len(set(shown)) / max(catalog_size, 1),

@@ -22,16 +22,21 @@ def top_k_accuracy(top_items: Iterable[Iterable], truth: Iterable) -> float:
     return sum(t in top for t, top in rows) / max(len(rows), 1)
 
 
+def user_recall_ndcg(recommended: list, items: set, k: int) -> tuple[float, float]:
+    """One user's Recall@k (hits / relevant items) and binary NDCG@k."""
+    gains = [1.0 if item in items else 0.0 for item in recommended[:k]]
+    dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
+    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(items))))
+    return sum(gains) / len(items), dcg / ideal
+
+
 def recall_ndcg_at_k(recommended: dict[Hashable, list], relevant: dict[Hashable, set],
                      k: int) -> tuple[float, float]:
     recalls, ndcgs = [], []
     for user, items in relevant.items():
-        top = recommended.get(user, [])[:k]
-        gains = [1.0 if item in items else 0.0 for item in top]
-        recalls.append(sum(gains) / len(items))
-        dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
-        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(items))))
-        ndcgs.append(dcg / ideal)
+        recall, ndcg = user_recall_ndcg(recommended.get(user, []), items, k)
+        recalls.append(recall)
+        ndcgs.append(ndcg)
     n = max(len(relevant), 1)
     return sum(recalls) / n, sum(ndcgs) / n
 
