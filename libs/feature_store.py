@@ -81,8 +81,13 @@ def _item_columns(item_ids: list[str], lookup) -> dict[str, list]:
 
 
 class PopularItems:
-    def __init__(self, ranked: list[tuple[str, float]]):
+    """The popularity fallback's items, and each item's trend row as of `trends_as_of`
+    (libs/trends.py TREND_COLUMNS; the candidate sources read them)."""
+
+    def __init__(self, ranked: list[tuple[str, float]],
+                 item_trends: dict[str, list] | None = None, trends_as_of: int = 0):
         self.ranked = ranked
+        self.item_trends, self.trends_as_of = item_trends or {}, trends_as_of
 
     def popular_items(self, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
         out = []
@@ -113,14 +118,14 @@ class CatalogFeatures(PopularItems):
         self.rated: dict[str, set[str]] = collections.defaultdict(set)
         ratings = [(r["user_id"], r["item_id"], int(r["timestamp"]))
                    for r in _rows(directory / "ratings.csv")]
-        counts: collections.Counter = collections.Counter()
-        recent: collections.Counter = collections.Counter()
-        today = trends.day(max((t for *_, t in ratings), default=0))
-        for user, item, seconds in ratings:
+        for user, item, _ in ratings:
             self.rated[user].add(item)
-            counts[item] += 1
-            recent[item] += today - trends.day(seconds) < trends.TRENDING_DAYS
-        super().__init__(trends.trending(recent, counts))
+        as_of = max((t for *_, t in ratings), default=0) + 2  # as the ingestion's
+        table = trends.trend_table(((item, t) for _, item, t in ratings), as_of)
+        window = trends.WINDOWS.index(trends.TRENDING_DAYS)
+        super().__init__(trends.trending({i: row[window] for i, row in table.items()},
+                                         {i: row[-2] for i, row in table.items()}),
+                         table, as_of)
         self.num_items = len(self.items)
 
     async def query_features(self, user_id: str) -> QueryFeatures:
@@ -179,8 +184,9 @@ class _Columns:
 
 class FeastFeatures(PopularItems):
     def __init__(self, store, popular: list[tuple[str, float]], num_items: int,
-                 item_cache_seconds: float = 60.0):
-        super().__init__(popular)
+                 item_cache_seconds: float = 60.0, item_trends: dict | None = None,
+                 trends_as_of: int = 0):
+        super().__init__(popular, item_trends, trends_as_of)
         self.store = store
         self.num_items = num_items
         self.item_cache = _ItemCache(item_cache_seconds)
@@ -276,7 +282,8 @@ def open_feast(config_path: str | Path, store_dir: str | Path,
     store = FeatureStore(config=repo_config(config, store_dir))
     summary = json.loads(summary_path.read_text())
     popular = [(item, float(score)) for item, score in summary["popular"]]
-    return FeastFeatures(store, popular, summary["num_items"], item_cache_seconds)
+    return FeastFeatures(store, popular, summary["num_items"], item_cache_seconds,
+                         summary.get("item_trends"), summary.get("trends_as_of", 0))
 
 
 def open_popular(config) -> PopularItems:

@@ -53,3 +53,30 @@ def trending(recent: dict[str, int], total: dict[str, int]) -> list[tuple[str, f
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
     return [(item, score / top) for item, score in ranked]
+
+
+# An item's trend row: its ratings in each of WINDOWS, all time, and its first rating's time
+# (what the candidate sources' blend reads: libs/candidate_sources.py).
+TREND_COLUMNS = (*(f"count_{w}d" for w in WINDOWS), "count_all", "first_rated")
+
+
+def trend_row(daily: list[int] | None, row_seconds: int, at: int, count: int,
+              first_seconds: int) -> list[int]:
+    """An item's trend row as of `at` from its item_popularity row."""
+    return [*window_counts(daily, row_seconds, at), int(count), int(first_seconds)]
+
+
+def trend_table(events, at: int) -> dict[str, list[int]]:
+    """Each item's trend row as of `at` from its (item, seconds) events before `at`: the
+    same numbers trend_row reads from the feature store."""
+    today, table = day(at), {}
+    for item, seconds in events:
+        row = table.get(item)
+        if row is None:
+            row = table[item] = [0] * len(WINDOWS) + [0, int(seconds)]
+        age = today - day(seconds)
+        for k, w in enumerate(WINDOWS):
+            row[k] += age < w
+        row[-2] += 1
+        row[-1] = min(row[-1], int(seconds))
+    return table

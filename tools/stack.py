@@ -108,7 +108,8 @@ class Stack:
         wiring = {
             "services/model_server": [f"model_repo={self.workdir / 'model_repo'}",
                                       f"model_names={json.dumps(self.served_models())}"],
-            "services/candidate": [model_server, *features],
+            "services/candidate": [model_server, *features, "model_base_path="
+                                   f"{self.workdir / 'model_repo' / MODEL_NAMES.retrieval}"],
             "services/ranking": [model_server, *features],
             "services/router": [f"candidate_service={self.address('services/candidate')}",
                                 f"ranking_service={self.address('services/ranking')}",

@@ -33,6 +33,8 @@ warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=Deprec
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).with_name("local.yaml")
 TRAINING_PYTHON = ROOT / ".venv" / "training" / "bin" / "python"
+# Trend rows kept in the summary: the most trending items, where the sources look.
+TREND_ITEMS = 100_000
 POPULAR_ITEMS = 1000
 
 
@@ -63,20 +65,26 @@ def _table(tables_dir: Path, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def serving_summary(tables_dir: Path) -> dict:
-    """Catalog size and the popularity fallback's items: the most rated over the last
-    trends.TRENDING_DAYS before the newest event, ties by all-time ratings."""
+    """Catalog size, the popularity fallback's items (the most rated over the last
+    trends.TRENDING_DAYS before the newest event, ties by all-time ratings) and the
+    trend rows of the TREND_ITEMS most trending items (the candidate sources' features)."""
     items = _table(tables_dir, "item_profile", ["item_id"])
     rows = (_table(tables_dir, "item_popularity", ["item_id", "item_rating_count",
-                                                   "item_daily_counts", "item_last_rated"])
+                                                   "item_daily_counts", "item_first_rated",
+                                                   "item_last_rated"])
             .sort_values("item_last_rated", kind="stable").groupby("item_id").tail(1))
     now = int(data_time(tables_dir).timestamp())
+    table = {item: trends.trend_row(list(daily), last, now, count, first)
+             for item, daily, last, count, first in zip(
+                 rows.item_id, rows.item_daily_counts, rows.item_last_rated,
+                 rows.item_rating_count, rows.item_first_rated)}
     (window,) = [trends.WINDOWS.index(trends.TRENDING_DAYS)]
-    recent = {item: trends.window_counts(list(daily), last, now)[window]
-              for item, daily, last in zip(rows.item_id, rows.item_daily_counts,
-                                            rows.item_last_rated)}
-    ranked = trends.trending(recent, dict(zip(rows.item_id, rows.item_rating_count)))
+    ranked = trends.trending({item: row[window] for item, row in table.items()},
+                             dict(zip(rows.item_id, rows.item_rating_count)))
     return {"num_items": len(items), "popular_window_days": trends.TRENDING_DAYS,
-            "popular": [[item, round(score, 6)] for item, score in ranked[:POPULAR_ITEMS]]}
+            "popular": [[item, round(score, 6)] for item, score in ranked[:POPULAR_ITEMS]],
+            "trends_as_of": now, "trend_columns": list(trends.TREND_COLUMNS),
+            "item_trends": {item: table[item] for item, _ in ranked[:TREND_ITEMS]}}
 
 
 def data_time(tables_dir: Path) -> datetime:

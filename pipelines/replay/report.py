@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pipelines.experiments.report import STYLE, svg  # noqa: E402
 
 SERVED, RETRIEVAL = "Recommend (served)", "two-tower retrieval alone"
+MERGED = "candidate sources blended (no ranking)"
 GROUPS = ("known users", "new users")
 METRICS = ("recall", "ndcg")
 
@@ -24,7 +25,7 @@ def is_non_personalised(method: str) -> bool:
 
 
 def is_baseline(method: str) -> bool:
-    return method not in (SERVED, RETRIEVAL)
+    return method not in (SERVED, RETRIEVAL, MERGED)
 
 
 def best_baseline(scores: dict[str, dict], metric: str) -> tuple[str, float]:

@@ -33,7 +33,7 @@ from pipelines.data import sources
 from pipelines.data.dataset import Dataset, DataError
 from pipelines.replay import baselines, report, scoring
 from pipelines.replay.config import DEFAULT_CONFIG, ReplayConfig
-from pipelines.replay.report import RETRIEVAL, SERVED
+from pipelines.replay.report import MERGED, RETRIEVAL, SERVED
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, recommend_pb2,
                        recommend_pb2_grpc)
 from tools.stack import ROOT, Stack, service_env, unpushed_models
@@ -114,11 +114,12 @@ def train(workdir: Path, overrides: dict, progress) -> None:
 
 
 def ask(stack: Stack, users: list[str], cut: int, k: int, timeout: float
-        ) -> tuple[dict[str, Answer], dict[str, Answer]]:
-    """Recommend for every user, and the candidate service's top k for known ones, as a
-    product service would ask at the moment of the cut."""
+        ) -> tuple[dict[str, Answer], dict[str, dict[str, Answer]]]:
+    """Recommend for every user, and the candidate service's top k (the two-tower alone,
+    and all its sources blended), as a product service would ask at the moment of the
+    cut."""
     context = common_pb2.Context(timestamp_seconds=cut)
-    served, retrieved = {}, {}
+    served, retrieved = {}, {RETRIEVAL: {}, MERGED: {}}
     with grpc.insecure_channel(stack.address("services/router")) as router, \
             grpc.insecure_channel(stack.address("services/candidate")) as candidate:
         recommend = recommend_pb2_grpc.RecommendServiceStub(router)
@@ -134,12 +135,14 @@ def ask(stack: Stack, users: list[str], cut: int, k: int, timeout: float
                 if response.fallback else "",
                 (response.model_versions.retrieval, response.model_versions.ranking),
                 (time.monotonic() - start) * 1000)
-            found = candidates.GetCandidates(candidate_pb2.CandidateRequest(
-                user_id=user, num_candidates=k, context=context), timeout=timeout)
-            retrieved[user] = Answer(
-                [i.item_id for i in found.items],
-                common_pb2.FallbackReason.Name(found.fallback_reason) if found.fallback
-                else "", (found.model_version, 0))
+            for name, sources in ((RETRIEVAL, ["two_tower"]), (MERGED, [])):
+                found = candidates.GetCandidates(candidate_pb2.CandidateRequest(
+                    user_id=user, num_candidates=k, context=context, sources=sources),
+                    timeout=timeout)
+                retrieved[name][user] = Answer(
+                    [i.item_id for i in found.items],
+                    common_pb2.FallbackReason.Name(found.fallback_reason) if found.fallback
+                    else "", (found.model_version, 0))
     return served, retrieved
 
 
@@ -210,7 +213,8 @@ def replay_cut(data: Dataset, quantile: float, workdir: Path, config: ReplayConf
     result.blend = vars(choice)
     if served:
         lists[SERVED] = {u: a.items for u, a in served.items()}
-        lists[RETRIEVAL] = {u: a.items for u, a in retrieved.items()}
+        for name, answers in retrieved.items():
+            lists[name] = {u: a.items for u, a in answers.items()}
     head = scoring.head_items(past.ratings.item_id.value_counts(), config.head_fraction)
     for group, group_truth in truth.items():
         result.scores[group] = {

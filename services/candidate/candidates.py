@@ -1,7 +1,10 @@
-"""First stage: top-k items for a user from the retrieval model, minus what they rated.
+"""First stage: a user's candidates, minus what they rated.
 
-Falls back to the most popular unseen items (flagged) for an unknown user or when the
-retrieval model cannot answer.
+The two-tower model answers first; its version's other sources (item-to-item, EASE
+neighbours of what the user rated, trending and popular items) are merged with it and the
+union ordered by that version's blend (merge.py). A version without sources serves the
+two-tower order. Falls back to the most popular unseen items (flagged) for an unknown
+user or when the retrieval model cannot answer.
 """
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import time
 
 import grpc
 
-from libs import feature_spec, log, metrics
+from libs import candidate_sources, feature_spec, log, metrics
 from libs.feature_store import CatalogFeatures, FeastFeatures, default_user
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import candidate_pb2, common_pb2
+from services.candidate.merge import TrendOrders, VersionSources, merge
 
 logger = logging.getLogger(__name__)
 Reason = common_pb2.FallbackReason
@@ -36,16 +40,20 @@ def query_inputs(user: dict, rated_items: set[str], timestamp: int, k: int) -> d
 
 class CandidateGenerator:
     def __init__(self, features: CatalogFeatures | FeastFeatures, client: ModelClient,
-                 model_name: str, max_candidates: int):
+                 model_name: str, max_candidates: int, sources: VersionSources | None = None,
+                 default_sources: tuple[str, ...] = ("two_tower",)):
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
+        self.sources, self.default_sources = sources, tuple(default_sources)
+        self.trend_orders = TrendOrders(features.item_trends)
 
     def _popular(self, n: int, exclude: set[str], reason: int, degraded: bool = False):
         metrics.FALLBACKS.labels("candidate", Reason.Name(reason)).inc()
         response = candidate_pb2.CandidateResponse(fallback=True, fallback_reason=reason,
                                                    features_degraded=degraded)
         for item, score in self.features.popular_items(n, exclude):
-            response.items.add(item_id=item, score=score, retrieval_score=score)
+            response.items.add(item_id=item, score=score, retrieval_score=score,
+                               source="popular")
         return response
 
     async def warm_up(self) -> None:
@@ -68,6 +76,11 @@ class CandidateGenerator:
         if request.model_version and request.model_version_label:
             raise InvalidRequest("model_version and model_version_label are both set; "
                                  "a request names one")
+        unknown = [s for s in request.sources if s not in candidate_sources.SOURCES]
+        if unknown:
+            raise InvalidRequest(f"sources: unknown {unknown}; known: "
+                                 f"{', '.join(candidate_sources.SOURCES)}")
+        wanted = set(request.sources or self.default_sources)
         n = request.num_candidates
         found = await self.features.query_features(request.user_id)
         exclude = found.rated_items | set(request.exclude_item_ids)
@@ -89,10 +102,19 @@ class CandidateGenerator:
         response = candidate_pb2.CandidateResponse(model_version=prediction.version,
                                                    features_degraded=found.degraded)
         ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]
-        for raw_id, score in zip(ids, scores):
-            item_id = raw_id.decode()
-            if item_id not in exclude:
-                response.items.add(item_id=item_id, score=score, retrieval_score=score)
-                if len(response.items) == n:
-                    break
+        two_tower = [(raw.decode(), float(score)) for raw, score in zip(ids, scores)]
+        two_tower = [(item, score) for item, score in two_tower if item not in exclude][:n]
+        version_sources = (await self.sources.get(prediction.version)
+                           if self.sources and wanted != {"two_tower"} else None)
+        if version_sources is None:
+            for item, score in two_tower:
+                response.items.add(item_id=item, score=score, retrieval_score=score,
+                                   source="two_tower", source_scores={"two_tower": score})
+            return response
+        at = request.context.timestamp_seconds or int(time.time())
+        for found_item in merge(version_sources, wanted, two_tower, found.rated_items,
+                                exclude, self.trend_orders, at, n):
+            response.items.add(item_id=found_item.item_id, score=found_item.score,
+                               retrieval_score=found_item.score, source=found_item.source,
+                               source_scores=found_item.source_scores)
         return response

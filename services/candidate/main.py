@@ -11,6 +11,7 @@ from libs.serving_client import ModelClient
 from recsys.v1 import candidate_pb2_grpc
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
 from services.candidate.config import CandidateConfig
+from services.candidate.merge import VersionSources
 
 
 class CandidateServicer(candidate_pb2_grpc.CandidateServiceServicer):
@@ -27,7 +28,8 @@ class CandidateServicer(candidate_pb2_grpc.CandidateServiceServicer):
 async def serve(config: CandidateConfig) -> None:
     features = open_features(config)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
-    generator = CandidateGenerator(features, client, config.model_name, config.max_candidates)
+    generator = CandidateGenerator(features, client, config.model_name, config.max_candidates,
+                                   VersionSources(config.model_base_path), config.sources)
 
     await generator.warm_up()
 

@@ -70,6 +70,8 @@ class Ranker:
         response = ranking_pb2.RankResponse(model_version=prediction.version,
                                             features_degraded=found.degraded)
         for i in order:
+            candidate = request.candidates[i]
             response.items.add(item_id=ids[i], score=float(scores[i]),
-                               retrieval_score=request.candidates[i].retrieval_score)
+                               retrieval_score=candidate.retrieval_score,
+                               source=candidate.source, source_scores=candidate.source_scores)
         return response

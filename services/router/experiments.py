@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from libs import config as config_lib, log, murmur3
+from libs.candidate_sources import SOURCES
 
 logger = logging.getLogger(__name__)
 BUCKETS = 10_000
@@ -53,6 +54,9 @@ class Serving:
     # or a version label of the model server's models.config ("stable", "canary")
     retrieval_version_label: str = ""
     ranking_version_label: str = ""
+    # candidate sources, comma-separated (libs/candidate_sources.py SOURCES); empty: the
+    # candidate service's configured ones
+    sources: str = ""
 
     def validate(self) -> None:
         if self.num_candidates <= 0:
@@ -62,6 +66,10 @@ class Serving:
         if self.candidates not in ("model", "popular"):
             raise ValueError(f"field 'candidates' must be model or popular, "
                              f"got {self.candidates!r}")
+        unknown = [s for s in self.source_list() if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"field 'sources': unknown {unknown}; known: "
+                             f"{', '.join(SOURCES)}")
         for label, version in SAME_PARAMETER.items():
             value = getattr(self, label)
             if value and not LABEL.fullmatch(value):
@@ -69,6 +77,9 @@ class Serving:
                                  f"(letters, digits, _ . -), got {value!r}")
             if value and getattr(self, version):
                 raise ValueError(f"field {label!r}: set {version} or {label}, not both")
+
+    def source_list(self) -> list[str]:
+        return [s.strip() for s in self.sources.split(",") if s.strip()]
 
 
 def typed_serves(serves: dict, where: str) -> dict:

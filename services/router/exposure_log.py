@@ -28,6 +28,7 @@ def record(request, response, started: float) -> dict:
                            "ranking": response.model_versions.ranking},
         "items": [item.item_id for item in response.items],
         "scores": [round(item.score, 4) for item in response.items],
+        "sources": [item.source for item in response.items],
         "fallback": response.fallback,
         "latency_ms": round((time.monotonic() - started) * 1000, 2),
     }

@@ -98,7 +98,8 @@ class Recommender:
                                                             request.num_results),
                 context=context, exclude_item_ids=request.filters.exclude_item_ids,
                 request_id=response.request_id, model_version=serving.retrieval_version,
-                model_version_label=serving.retrieval_version_label),
+                model_version_label=serving.retrieval_version_label,
+                sources=serving.source_list()),
                 timeout=remaining(), metadata=metadata)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "candidate service failed", logging.WARNING,

@@ -4,11 +4,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from libs import feature_spec
+from libs import candidate_sources as cs, feature_spec, trends
 from libs.feature_store import PopularItems, QueryFeatures, default_user
 from libs.serving_client import Prediction, to_ndarray
 from recsys.v1 import candidate_pb2
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
+from services.candidate.merge import ASSETS, VersionSources
 
 
 class Features(PopularItems):
@@ -54,3 +55,74 @@ def test_a_version_label_goes_to_the_model_server_and_not_with_a_version():
     with pytest.raises(InvalidRequest, match="model_version and model_version_label"):
         asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
             user_id="u1", num_candidates=1, model_version=3, model_version_label="canary")))
+
+
+def _version_with_sources(base, version: int, items: list[str]) -> None:
+    """A retrieval version whose sources make 'b' the neighbour of 'a' and whose blend
+    prefers items rated most over the last 30 days."""
+    n = len(items)
+    index = np.array([[(i + 1) % n] for i in range(n)], np.int32)  # each item -> the next
+    weight = np.ones((n, 1), np.float32)
+    blend_weight = np.zeros(len(cs.FEATURES))
+    blend_weight[cs.FEATURES.index("log_count_30d")] = 1.0
+    blend_weight[cs.FEATURES.index("item_to_item")] = 0.5
+    path = base / str(version) / ASSETS
+    path.mkdir(parents=True)
+    cs.CandidateSources({"item_ids": np.array(items), "genres": np.zeros((n, 3)),
+                         "item_to_item_index": index, "item_to_item_weight": weight,
+                         "ease_index": index, "ease_weight": weight,
+                         "blend_mean": np.zeros(len(cs.FEATURES)),
+                         "blend_scale": np.ones(len(cs.FEATURES)),
+                         "blend_weight": blend_weight}).save(path / cs.ARTIFACT)
+
+
+class TrendingFeatures(Features):
+    def __init__(self, rated):
+        super().__init__(rated)
+        now = 1_000_000_000
+        row = lambda recent, first: [0, 0, recent, recent, recent, recent, first]  # noqa: E731
+        self.item_trends = {"t1": row(50, now - 90 * trends.DAY),
+                            "t2": row(20, now - 9 * trends.DAY), "a": row(5, 0)}
+        self.trends_as_of = now
+
+
+def _generator(tmp_path, sources=("two_tower", "item_to_item", "ease", "trending", "popular")):
+    _version_with_sources(tmp_path, 7, ["a", "b", "c", "t1", "t2", "x"])
+    return CandidateGenerator(TrendingFeatures({"a"}), Client(["x", "a"]), "retrieval", 50,
+                              VersionSources(tmp_path), sources)
+
+
+def test_sources_of_the_version_that_answered_are_merged_and_each_item_says_its_source(
+        tmp_path):
+    generator = _generator(tmp_path)
+    response = asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
+        user_id="u1", num_candidates=10, exclude_item_ids=["t2"],
+        context={"timestamp_seconds": 1_000_000_000})))
+    found = {item.item_id: item for item in response.items}
+    assert "a" not in found and "t2" not in found  # rated, excluded
+    assert found["x"].source == "two_tower" and found["b"].source == "item_to_item"
+    assert found["t1"].source == "trending"
+    assert found["b"].source_scores["item_to_item"] == 1.0
+    assert [item.item_id for item in response.items][0] == "t1"  # the blend's order
+
+
+def test_a_request_or_an_arm_switches_sources_and_unknown_ones_are_refused(tmp_path):
+    generator = _generator(tmp_path)
+    response = asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
+        user_id="u1", num_candidates=10, sources=["trending"])))
+    assert {item.source for item in response.items} == {"trending"}
+    alone = asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
+        user_id="u1", num_candidates=10, sources=["two_tower"])))
+    assert [(i.item_id, i.source) for i in alone.items] == [("x", "two_tower")]
+    with pytest.raises(InvalidRequest, match="unknown \\['tiktok'\\]"):
+        asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
+            user_id="u1", num_candidates=10, sources=["tiktok"])))
+
+
+def test_a_version_without_sources_serves_the_two_tower_order(tmp_path):
+    generator = CandidateGenerator(TrendingFeatures({"a"}), Client(["x", "c", "a"]),
+                                   "retrieval", 50, VersionSources(tmp_path))
+    response = asyncio.run(generator.candidates(candidate_pb2.CandidateRequest(
+        user_id="u1", num_candidates=10, sources=["two_tower", "trending"])))
+    assert [(i.item_id, i.source) for i in response.items] == [("x", "two_tower"),
+                                                              ("c", "two_tower")]

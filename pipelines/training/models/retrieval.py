@@ -11,6 +11,7 @@ graph, so TF Serving loads it.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,9 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import distribution, fitting, hyperparameters, inputs, towers
+from libs import candidate_sources
+from pipelines.training.models import (distribution, fitting, hyperparameters, inputs,
+                                       sources, towers)
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -34,7 +37,9 @@ DEFAULTS = {"batch_size": 1024, "optimizer": "adagrad", "learning_rate": 0.1,
             "embedding_dim": 32, "hidden_units": [], "l2": 0.0, "negatives": "in_batch",
             "query_features": [n for n in QUERY_FEATURES if n != "rated_items"],
             "history_dropout": 0.0, "mask_history": False, "equal_users": False,
-            "id_embedding_dim": 32}
+            "id_embedding_dim": 32,
+            # the version's other candidate sources and their blend (models/sources.py)
+            "candidate_sources": True}
 NEGATIVES = ("catalog", "in_batch")
 OPTIMIZERS = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam}
 
@@ -208,3 +213,23 @@ def run_fn(fn_args) -> None:
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
     distribution.save_model(export, fn_args.serving_model_dir, export.signatures(),
                             feature_spec.MODEL_NAMES.retrieval)
+    if hp["candidate_sources"] and distribution.is_chief():
+        write_candidate_sources(fn_args.custom_config["catalog"], fn_args.serving_model_dir)
+
+
+def write_candidate_sources(items_file: str, model_dir: str) -> None:
+    """The version's candidate sources, from the training set the catalog belongs to
+    (its ratings.parquet), into the SavedModel's assets.extra/ (TF Serving ignores it)."""
+    ratings_file = os.path.join(os.path.dirname(items_file), "ratings.parquet")
+    with tf.io.gfile.GFile(ratings_file, "rb") as f:
+        ratings = pd.read_parquet(io.BytesIO(f.read()),
+                                  columns=["user_id", "item_id", "timestamp"])
+    with tf.io.gfile.GFile(items_file, "rb") as f:
+        catalog = pd.read_parquet(io.BytesIO(f.read()), columns=["item_id", "genres"])
+    found = sources.build(ratings.astype({"user_id": str, "item_id": str}),
+                          catalog.astype({"item_id": str}), progress=print)
+    if found is None:
+        return
+    target = os.path.join(model_dir, "assets.extra")
+    tf.io.gfile.makedirs(target)
+    found.save(os.path.join(target, candidate_sources.ARTIFACT))

@@ -1,0 +1,163 @@
+"""Candidate sources beside the two-tower model, and the learned blend that orders them.
+
+On time-ordered data most of what users rate next is either trending or close to what
+they rated before, so the candidate service merges several sources and orders their
+union with one small listwise-trained scorer (the blend). What a retrieval model version
+needs for that is written by its Trainer next to the SavedModel, in
+`<version>/assets.extra/candidate_sources.npz` (TF Serving ignores the folder), and read
+for exactly the version whose two-tower answered, so sources never mix across versions:
+
+  item_ids                        the order of every per-item array below
+  item_to_item_index / _weight    each item's nearest items by co-occurrence (cosine over
+                                  the users who rated both)
+  ease_index / _weight            each item's largest EASE weights (Steck 2019)
+  genres                          item x genre multi-hot, for the genre affinity
+  blend_mean / _scale / _weight   the linear scorer over FEATURES
+
+Item trends (ratings per window, age) are not versioned: they come from the feature
+store at request time (`trend_rows`). Pure numpy: the training environment writes the
+artifact, the serving environment reads it, both compute features here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from libs import trends
+
+ARTIFACT = "candidate_sources.npz"
+SOURCES = ("two_tower", "item_to_item", "ease", "trending", "popular")
+# Candidates each extra source proposes per request (the two-tower proposes as many as
+# were asked for); trending is taken over each of TRENDING_WINDOWS.
+QUOTAS = {"item_to_item": 50, "ease": 80, "trending": 50, "popular": 30}
+TRENDING_WINDOWS = (3, 7, 14, 30)
+FEATURES = (*(f"log_count_{w}d" for w in trends.WINDOWS), "log_count_all", "log_age_days",
+            "item_to_item", "ease", "genre_affinity")
+
+
+class SourcesError(ValueError):
+    """An artifact that cannot be used (missing arrays, mismatched shapes)."""
+
+
+def trend_rows(table: dict[str, list], item_ids, missing: int) -> np.ndarray:
+    """[len(item_ids), trends.TREND_COLUMNS] from a table item -> trend row; an item the
+    table lacks has no ratings and is new (first rated at `missing`)."""
+    rows = np.zeros((len(item_ids), len(trends.TREND_COLUMNS)), np.float64)
+    for i, item in enumerate(item_ids):
+        found = table.get(item)
+        if found is not None:
+            rows[i] = found
+        else:
+            rows[i, -1] = missing
+    return rows
+
+
+def feature_matrix(trend: np.ndarray, at: int, item_to_item: np.ndarray, ease: np.ndarray,
+                   genre_affinity: np.ndarray) -> np.ndarray:
+    """The blend's inputs, one row per candidate, in FEATURES order."""
+    counts = np.log1p(np.maximum(trend[:, :-1], 0))
+    age = np.log1p(np.maximum(at - trend[:, -1], 0) / trends.DAY)
+    return np.column_stack([counts, age, np.log1p(np.maximum(item_to_item, 0)), ease,
+                            genre_affinity])
+
+
+def neighbour_scores(index: np.ndarray, weight: np.ndarray, history: np.ndarray,
+                     num_items: int) -> np.ndarray:
+    """Per catalog item: the sum of its weights as a neighbour of the history's items."""
+    if len(history) == 0:
+        return np.zeros(num_items)
+    return np.bincount(index[history].ravel(), weights=weight[history].ravel(),
+                       minlength=num_items)
+
+
+def genre_affinity(genres: np.ndarray, history: np.ndarray,
+                   candidates: np.ndarray) -> np.ndarray:
+    """Share of the user's history in each candidate's genres (mean over its genres)."""
+    if len(history) == 0:
+        return np.zeros(len(candidates))
+    profile = genres[history].mean(axis=0)
+    rows = genres[candidates]
+    return rows @ profile / np.maximum(rows.sum(axis=1), 1)
+
+
+def top_neighbours(similarity: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `size` largest entries (the diagonal excluded): indices and weights."""
+    similarity = similarity.copy()
+    np.fill_diagonal(similarity, -np.inf)
+    size = min(size, similarity.shape[1] - 1)
+    index = np.argpartition(-similarity, size, axis=1)[:, :size]
+    weight = np.take_along_axis(similarity, index, axis=1)
+    weight[~np.isfinite(weight)] = 0.0
+    return index.astype(np.int32), weight.astype(np.float32)
+
+
+@dataclass
+class Blend:
+    mean: np.ndarray
+    scale: np.ndarray
+    weight: np.ndarray
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.weight
+
+
+class CandidateSources:
+    """One retrieval version's sources and blend (see the module docstring)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], info: dict | None = None):
+        required = ("item_ids", "item_to_item_index", "item_to_item_weight", "ease_index",
+                    "ease_weight", "genres", "blend_mean", "blend_scale", "blend_weight")
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise SourcesError(f"candidate sources artifact lacks {missing}")
+        self.item_ids = [str(i) for i in arrays["item_ids"]]
+        self.index = {item: i for i, item in enumerate(self.item_ids)}
+        self.neighbours = {name: (arrays[f"{name}_index"], arrays[f"{name}_weight"])
+                           for name in ("item_to_item", "ease")}
+        self.genres = arrays["genres"].astype(np.float32)
+        self.blend = Blend(arrays["blend_mean"], arrays["blend_scale"], arrays["blend_weight"])
+        for name, (index, weight) in self.neighbours.items():
+            if index.shape != weight.shape or index.shape[0] != len(self.item_ids):
+                raise SourcesError(f"{name} neighbours: shape {index.shape}/{weight.shape} "
+                                   f"for {len(self.item_ids)} items")
+        if self.blend.weight.shape != (len(FEATURES),):
+            raise SourcesError(f"blend has {self.blend.weight.shape} weights, "
+                               f"expected {len(FEATURES)} ({', '.join(FEATURES)})")
+        self.info = info or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CandidateSources":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        info_path = Path(path).with_suffix(".json")
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        return cls(arrays, info)
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, **self.arrays())
+        Path(path).with_suffix(".json").write_text(json.dumps(self.info, indent=2) + "\n")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"item_ids": np.array(self.item_ids), "genres": self.genres.astype(np.uint8),
+               "blend_mean": self.blend.mean, "blend_scale": self.blend.scale,
+               "blend_weight": self.blend.weight}
+        for name, (index, weight) in self.neighbours.items():
+            out[f"{name}_index"], out[f"{name}_weight"] = index, weight
+        return out
+
+    def history(self, rated_items) -> np.ndarray:
+        return np.array(sorted(self.index[i] for i in rated_items if i in self.index),
+                        dtype=np.int64)
+
+    def scores(self, name: str, history: np.ndarray) -> np.ndarray:
+        index, weight = self.neighbours[name]
+        return neighbour_scores(index, weight, history, len(self.item_ids))
+
+    def features(self, candidates: np.ndarray, history: np.ndarray, trend: np.ndarray,
+                 at: int, scores: dict[str, np.ndarray]) -> np.ndarray:
+        return feature_matrix(trend, at, scores["item_to_item"][candidates],
+                              scores["ease"][candidates],
+                              genre_affinity(self.genres, history, candidates))

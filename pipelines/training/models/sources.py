@@ -1,0 +1,192 @@
+"""Builds a retrieval version's candidate sources and trains their blend (numpy only).
+
+Neighbours (item-to-item co-occurrence, EASE) come from every training rating. The blend
+is trained as production rankers are, on lists of what the sources proposed: at
+`PSEUDO_CUTS` moments before the data's end, the sources are built from the ratings
+before that moment, each user active before and after it gets the union of their
+candidates, and the items they rated after it (up to the data's end) are the positives of
+a softmax over their list. The most recent `VALIDATION_CUTS` lists are held out first to
+report the blend against the trending order, then the blend is trained on all of them.
+Nothing here sees data after the training set's end: the replay's test period stays unseen.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from libs import candidate_sources as cs, feature_spec, trends
+
+logger = logging.getLogger(__name__)
+
+NEIGHBOURS = 100  # per item, for both neighbour sources
+EASE_LAMBDA = 250.0
+MAX_ITEMS = 20_000  # dense item x item matrices above this would not fit; sources are off
+PSEUDO_CUTS = tuple(7 * k for k in range(1, 13))  # days before the data's end
+VALIDATION_CUTS = 2  # the most recent pseudo-cuts with at least 14 days of labels
+STEPS, LEARNING_RATE, L2 = 400, 0.05, 1e-3
+
+
+def _interactions(ratings: pd.DataFrame, index: dict[str, int]) -> tuple[np.ndarray, list]:
+    users = sorted(ratings.user_id.unique())
+    row = {u: i for i, u in enumerate(users)}
+    matrix = np.zeros((len(users), len(index)), np.float32)
+    matrix[ratings.user_id.map(row).to_numpy(), ratings.item_id.map(index).to_numpy()] = 1.0
+    return matrix, users
+
+
+def neighbours(matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Item-to-item cosine and EASE weights, each item's NEIGHBOURS largest."""
+    gram = matrix.T.astype(np.float64) @ matrix
+    counts = np.diag(gram).copy()
+    norm = np.sqrt(np.maximum(counts, 1.0))
+    cosine = gram / norm[:, None] / norm[None, :]
+    regularised = gram + EASE_LAMBDA * np.eye(len(gram))
+    inverse = np.linalg.inv(regularised)
+    ease = -inverse / np.diag(inverse)[None, :]
+    return {"item_to_item": cs.top_neighbours(cosine, NEIGHBOURS),
+            "ease": cs.top_neighbours(ease, NEIGHBOURS)}
+
+
+def _top(scores: np.ndarray, n: int, allowed: np.ndarray) -> np.ndarray:
+    masked = np.where(allowed, scores, -np.inf)
+    n = min(n, int(allowed.sum()))
+    top = np.argpartition(-masked, n - 1)[:n] if n else np.array([], np.int64)
+    return top[np.isfinite(masked[top])]
+
+
+def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
+                    cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and list ids of every user's candidates at `cut`."""
+    index = {item: i for i, item in enumerate(items)}
+    before, after = ratings[ratings.timestamp < cut], ratings[ratings.timestamp >= cut]
+    matrix, users = _interactions(before, index)
+    sources = neighbours(matrix)
+    table = trends.trend_table(zip(before.item_id, before.timestamp), cut)
+    trend = cs.trend_rows(table, items, missing=cut)
+    ranked = {w: np.argsort(-trend[:, trends.WINDOWS.index(w)], kind="stable")
+              for w in cs.TRENDING_WINDOWS}
+    popular = np.argsort(-trend[:, len(trends.WINDOWS)], kind="stable")
+    future = after.groupby("user_id").item_id.agg(set)
+    features, labels, lists = [], [], []
+    for row, user in enumerate(users):
+        if user not in future.index:
+            continue
+        history = np.flatnonzero(matrix[row])
+        allowed = matrix[row] == 0
+        scores = {name: cs.neighbour_scores(*sources[name], history, len(items))
+                  for name in sources}
+        proposed = [_top(scores["item_to_item"], cs.QUOTAS["item_to_item"], allowed),
+                    _top(scores["ease"], cs.QUOTAS["ease"], allowed),
+                    popular[allowed[popular]][:cs.QUOTAS["popular"]]]
+        proposed += [order[allowed[order]][:cs.QUOTAS["trending"]] for order in ranked.values()]
+        candidates = np.unique(np.concatenate(proposed))
+        positive = np.array([items[c] in future[user] for c in candidates])
+        if not positive.any():
+            continue
+        features.append(cs.feature_matrix(
+            trend[candidates], cut, scores["item_to_item"][candidates],
+            scores["ease"][candidates], cs.genre_affinity(genres, history, candidates)))
+        labels.append(positive)
+        lists.append(np.full(len(candidates), row))
+    if not features:
+        return np.zeros((0, len(cs.FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
+    return np.concatenate(features), np.concatenate(labels), np.concatenate(lists)
+
+
+def _segments(lists: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]])
+
+
+def train_blend(features: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> cs.Blend:
+    """Linear scores, softmax over each list, positives sharing the target (Adam)."""
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-6
+    z = (features - mean) / scale
+    starts = _segments(lists)
+    counts = np.diff(np.r_[starts, len(lists)])
+    target = labels / np.repeat(np.add.reduceat(labels.astype(float), starts), counts)
+    weight = np.zeros(z.shape[1])
+    moment, velocity = np.zeros_like(weight), np.zeros_like(weight)
+    for step in range(1, STEPS + 1):
+        scores = z @ weight
+        scores = scores - np.repeat(np.maximum.reduceat(scores, starts), counts)
+        exp = np.exp(scores)
+        probability = exp / np.repeat(np.add.reduceat(exp, starts), counts)
+        gradient = z.T @ (probability - target) / len(starts) + L2 * weight
+        moment = 0.9 * moment + 0.1 * gradient
+        velocity = 0.999 * velocity + 0.001 * gradient ** 2
+        weight -= LEARNING_RATE * (moment / (1 - 0.9 ** step)) / (
+            np.sqrt(velocity / (1 - 0.999 ** step)) + 1e-8)
+    return cs.Blend(mean, scale, weight)
+
+
+def ndcg_at_10(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> float:
+    """Mean over lists of NDCG@10 of the list ordered by `scores` (positives: gain 1)."""
+    starts = _segments(lists)
+    ends = np.r_[starts[1:], len(lists)]
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    values = []
+    for start, end in zip(starts, ends):
+        order = np.argsort(-scores[start:end], kind="stable")[:10]
+        gains = labels[start:end][order]
+        ideal = discounts[:min(10, int(labels[start:end].sum()))].sum()
+        values.append(float(gains @ discounts[:len(gains)]) / ideal)
+    return float(np.mean(values)) if values else 0.0
+
+
+def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
+          ) -> cs.CandidateSources | None:
+    """The sources of a model trained on `ratings` (user_id, item_id, timestamp) over
+    `catalog` (item_id, genres); None when the catalog is too large for them."""
+    start = time.monotonic()
+    items = [str(i) for i in catalog.item_id]
+    if len(items) > MAX_ITEMS:
+        progress(f"candidate sources: off ({len(items):,} items > {MAX_ITEMS:,})")
+        return None
+    ratings = ratings[ratings.item_id.isin(set(items))]
+    genres = np.array([[g in str(value).split(feature_spec.GENRE_SEPARATOR)
+                        for g in feature_spec.GENRES] for value in catalog.genres], np.float32)
+    end = int(ratings.timestamp.max()) + 1
+    per_cut = []
+    for days in PSEUDO_CUTS:
+        cut_lists = candidate_lists(ratings, items, genres, end - days * trends.DAY)
+        if len(cut_lists[0]):
+            per_cut.append((days, cut_lists))
+    if not per_cut:
+        raise ValueError("candidate sources: no user rated both before and after any "
+                         f"pseudo-cut {PSEUDO_CUTS} days before the data's end")
+
+    def stack(parts):
+        features = np.concatenate([p[0] for _, p in parts])
+        labels = np.concatenate([p[1] for _, p in parts])
+        lists = np.concatenate([p[2] + k * 10_000_000 for k, (_, p) in enumerate(parts)])
+        return features, labels, lists
+
+    validation = [p for p in per_cut if p[0] >= 14][:VALIDATION_CUTS]
+    held_out = {days for days, _ in validation}
+    report = {"pseudo_cuts_days": [d for d, _ in per_cut], "validation_cuts_days":
+              sorted(held_out), "lists": int(sum(len(np.unique(p[2])) for _, p in per_cut))}
+    training = [p for p in per_cut if p[0] not in held_out]
+    if validation and training:
+        blend = train_blend(*stack(training))
+        features, labels, lists = stack(validation)
+        trending = features[:, cs.FEATURES.index(f"log_count_{trends.TRENDING_DAYS}d")]
+        report["validation_ndcg_at_10"] = {
+            "blend": round(ndcg_at_10(blend.score(features), labels, lists), 4),
+            "trending": round(ndcg_at_10(trending + 1e-6 * features[:, 5], labels, lists), 4)}
+    blend = train_blend(*stack(per_cut))
+    report["weights"] = dict(zip(cs.FEATURES, np.round(blend.weight, 4).tolist()))
+    matrix, _ = _interactions(ratings, {item: i for i, item in enumerate(items)})
+    found = neighbours(matrix)
+    arrays = {"item_ids": np.array(items), "genres": genres,
+              "blend_mean": blend.mean, "blend_scale": blend.scale,
+              "blend_weight": blend.weight}
+    for name, (index, weight) in found.items():
+        arrays[f"{name}_index"], arrays[f"{name}_weight"] = index, weight
+    report["seconds"] = round(time.monotonic() - start, 1)
+    progress(f"candidate sources: {report['lists']:,} lists over {len(per_cut)} pseudo-cuts; "
+             f"validation NDCG@10 {report.get('validation_ndcg_at_10')} "
+             f"({report['seconds']}s)")
+    return cs.CandidateSources(arrays, report)

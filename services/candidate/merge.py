@@ -1,0 +1,154 @@
+"""Several candidate sources merged and ordered by the retrieval version's blend.
+
+`VersionSources` loads the sources of each retrieval version from the model's base path
+(`<base>/<version>/assets.extra/candidate_sources.npz`) the first time that version
+answers, so the neighbours and blend always belong to the two-tower that answered.
+`merge` is a plain function: the service and the tests call it the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from libs import candidate_sources as cs, log, trends
+
+logger = logging.getLogger(__name__)
+ASSETS = "assets.extra"
+
+
+@dataclass
+class Candidate:
+    item_id: str
+    score: float
+    source: str
+    source_scores: dict[str, float] = field(default_factory=dict)
+
+
+class VersionSources:
+    """Each served version's CandidateSources, loaded once. A version without them (or
+    whose files have not arrived yet) serves the two-tower alone and is looked for again
+    after `retry_seconds`."""
+
+    def __init__(self, base_path: str | Path, keep: int = 3, retry_seconds: float = 30.0):
+        self.base_path, self.keep, self.retry_seconds = Path(base_path), keep, retry_seconds
+        self._loaded: OrderedDict[int, cs.CandidateSources | None] = OrderedDict()
+        self._missing: dict[int, float] = {}
+        self._lock = asyncio.Lock()
+
+    def path(self, version: int) -> Path:
+        return self.base_path / str(version) / ASSETS / cs.ARTIFACT
+
+    def _load(self, version: int) -> cs.CandidateSources | None:
+        path = self.path(version)
+        if not path.exists():
+            log.event(logger, "retrieval version has no candidate sources; serving the "
+                      "two-tower alone", logging.WARNING, version=version, path=str(path))
+            return None
+        try:
+            return cs.CandidateSources.load(path)
+        except (OSError, ValueError) as err:
+            log.event(logger, "candidate sources unreadable; serving the two-tower alone",
+                      logging.ERROR, version=version, error=str(err)[:300])
+            return None
+
+    async def get(self, version: int) -> cs.CandidateSources | None:
+        if version in self._loaded:
+            self._loaded.move_to_end(version)
+            return self._loaded[version]
+        if time.monotonic() < self._missing.get(version, 0.0):
+            return None
+        async with self._lock:
+            if version not in self._loaded and time.monotonic() >= self._missing.get(
+                    version, 0.0):
+                found = await asyncio.to_thread(self._load, version)
+                if found is None:
+                    self._missing[version] = time.monotonic() + self.retry_seconds
+                    return None
+                self._loaded[version] = found
+                while len(self._loaded) > self.keep:
+                    self._loaded.popitem(last=False)
+        return self._loaded.get(version)
+
+
+class TrendOrders:
+    """Items by ratings in each trending window and over all time, from the feature
+    store's trend rows (the trending and popular sources)."""
+
+    def __init__(self, table: dict[str, list], depth: int = 2000):
+        self.table = table
+        items = list(table)
+        counts = np.array([table[i] for i in items], np.float64).reshape(
+            len(items), len(trends.TREND_COLUMNS))
+        self.orders = {}
+        for name, column in [*((w, trends.WINDOWS.index(w)) for w in cs.TRENDING_WINDOWS),
+                             ("all", len(trends.WINDOWS))]:
+            order = np.argsort(-counts[:, column], kind="stable")[:depth] if items else []
+            self.orders[name] = [items[i] for i in order if counts[i, column] > 0]
+
+    def top(self, name, n: int, exclude: set[str]) -> list[str]:
+        out = []
+        for item in self.orders[name]:
+            if item not in exclude:
+                out.append(item)
+                if len(out) == n:
+                    break
+        return out
+
+
+def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[str, float]],
+          rated_items: set[str], exclude: set[str], orders: TrendOrders, at: int,
+          n: int) -> list[Candidate]:
+    """The union of what each wanted source proposes (minus `exclude`), ordered by the
+    blend, best `n`. `two_tower` is the model's (item, score) list, already asked for."""
+    history = sources.history(rated_items)
+    scores = {name: sources.scores(name, history) for name in ("item_to_item", "ease")}
+    proposed: dict[str, str] = {}
+
+    def propose(items, source):
+        for item in items:
+            if item not in exclude:
+                proposed.setdefault(item, source)
+
+    if "two_tower" in wanted:
+        propose([item for item, _ in two_tower], "two_tower")
+    for name in ("item_to_item", "ease"):
+        if name in wanted:
+            masked = scores[name].copy()
+            masked[[sources.index[i] for i in exclude if i in sources.index]] = -np.inf
+            size = min(cs.QUOTAS[name], len(masked) - 1)
+            top = np.argpartition(-masked, size)[:size]
+            top = top[np.argsort(-masked[top])]
+            propose([sources.item_ids[i] for i in top if masked[i] > 0], name)
+    if "trending" in wanted:
+        for window in cs.TRENDING_WINDOWS:
+            propose(orders.top(window, cs.QUOTAS["trending"], exclude), "trending")
+    if "popular" in wanted:
+        propose(orders.top("all", cs.QUOTAS["popular"], exclude), "popular")
+    if not proposed:
+        return []
+
+    ids = list(proposed)
+    index = np.array([sources.index.get(i, -1) for i in ids])
+    found = index >= 0
+    safe = np.where(found, index, 0)
+    item_to_item = np.where(found, scores["item_to_item"][safe], 0.0)
+    ease = np.where(found, scores["ease"][safe], 0.0)
+    affinity = np.where(found, cs.genre_affinity(sources.genres, history, safe), 0.0)
+    trend = cs.trend_rows(orders.table, ids, missing=at)
+    blended = sources.blend.score(cs.feature_matrix(trend, at, item_to_item, ease, affinity))
+    tower = dict(two_tower)
+    trending_column = trends.WINDOWS.index(trends.TRENDING_DAYS)
+    out = []
+    for i in np.argsort(-blended, kind="stable")[:n]:
+        source_scores = {"item_to_item": float(item_to_item[i]), "ease": float(ease[i]),
+                         "trending": float(trend[i, trending_column])}
+        if ids[i] in tower:
+            source_scores["two_tower"] = float(tower[ids[i]])
+        out.append(Candidate(ids[i], float(blended[i]), proposed[ids[i]], source_scores))
+    return out

@@ -1,0 +1,81 @@
+"""Candidate sources: neighbours, the listwise blend, and the artifact a version carries."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs import candidate_sources as cs, trends
+from pipelines.training.models import sources
+
+
+def test_item_to_item_neighbours_put_what_was_rated_together_first():
+    # items 0 and 1 are always rated together, 2 and 3 with anything
+    matrix = np.array([[1, 1, 0, 1], [1, 1, 1, 0], [0, 0, 1, 1], [1, 1, 0, 0]], np.float32)
+    found = sources.neighbours(matrix)
+    index, weight = found["item_to_item"]
+    assert index[0][np.argmax(weight[0])] == 1 and 0 not in index[0]
+    scores = cs.neighbour_scores(index, weight, np.array([0]), 4)
+    assert np.argmax(scores) == 1 and scores[0] == 0
+
+
+def test_the_blend_learns_which_feature_marks_what_users_pick_next():
+    rng = np.random.default_rng(0)
+    lists = np.repeat(np.arange(300), 20)
+    features = rng.normal(size=(len(lists), len(cs.FEATURES)))
+    ease = cs.FEATURES.index("ease")
+    noisy = features[:, ease] + rng.normal(scale=0.5, size=len(lists))
+    labels = np.zeros(len(lists), bool)
+    for start in range(0, len(lists), 20):  # each list's two best by the noisy signal
+        labels[start + np.argsort(-noisy[start:start + 20])[:2]] = True
+    blend = sources.train_blend(features, labels, lists)
+    assert np.argmax(blend.weight) == ease
+    random_order = sources.ndcg_at_10(rng.normal(size=len(lists)), labels, lists)
+    assert sources.ndcg_at_10(blend.score(features), labels, lists) > 2 * random_order
+
+
+def _ratings(days: int = 120, users: int = 60, seed: int = 1) -> pd.DataFrame:
+    """Each day two new items appear and most users rate the newest few: trending wins."""
+    rng = np.random.default_rng(seed)
+    rows, start = [], 800_000_000
+    for day in range(days):
+        newest = [2 * day, 2 * day + 1]
+        for user in rng.choice(users, size=users // 4, replace=False):
+            for item in {*newest, int(rng.integers(0, 2 * day + 2))}:
+                rows.append((f"u{user}", f"i{item}", start + day * trends.DAY
+                             + int(rng.integers(0, 3600))))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    return frame.drop_duplicates(["user_id", "item_id"])
+
+
+def test_a_version_s_sources_are_built_before_the_data_ends_and_load_back(tmp_path):
+    ratings = _ratings()
+    catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
+    built = sources.build(ratings, catalog, progress=lambda _: None)
+    validation = built.info["validation_ndcg_at_10"]
+    assert validation["blend"] >= validation["trending"] - 0.05
+    path = tmp_path / cs.ARTIFACT
+    built.save(path)
+    loaded = cs.CandidateSources.load(path)
+    assert loaded.item_ids == built.item_ids
+    assert np.allclose(loaded.blend.weight, built.blend.weight)
+    assert loaded.info["pseudo_cuts_days"] == built.info["pseudo_cuts_days"]
+
+
+def test_a_catalog_too_large_for_dense_neighbours_gets_no_sources(monkeypatch):
+    monkeypatch.setattr(sources, "MAX_ITEMS", 3)
+    ratings = _ratings(days=10)
+    catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
+    messages = []
+    assert sources.build(ratings, catalog, progress=messages.append) is None
+    assert "off" in messages[0]
+
+
+def test_an_artifact_with_the_wrong_blend_is_refused():
+    arrays = {"item_ids": np.array(["a", "b"]), "genres": np.zeros((2, 3)),
+              "item_to_item_index": np.zeros((2, 1), int), "item_to_item_weight": np.zeros((2, 1)),
+              "ease_index": np.zeros((2, 1), int), "ease_weight": np.zeros((2, 1)),
+              "blend_mean": np.zeros(2), "blend_scale": np.ones(2), "blend_weight": np.zeros(2)}
+    with pytest.raises(cs.SourcesError, match="blend has"):
+        cs.CandidateSources(arrays)
+    del arrays["ease_index"]
+    with pytest.raises(cs.SourcesError, match="ease_index"):
+        cs.CandidateSources(arrays)
