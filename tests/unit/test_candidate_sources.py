@@ -79,3 +79,11 @@ def test_an_artifact_with_the_wrong_blend_is_refused():
     del arrays["ease_index"]
     with pytest.raises(cs.SourcesError, match="ease_index"):
         cs.CandidateSources(arrays)
+
+
+def test_too_short_a_history_gets_no_sources_instead_of_failing_the_trainer():
+    ratings = _ratings(days=3)
+    catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
+    messages = []
+    assert sources.build(ratings, catalog, progress=messages.append) is None
+    assert "no user rated both before and after" in messages[0]

@@ -57,11 +57,17 @@ def _top(scores: np.ndarray, n: int, allowed: np.ndarray) -> np.ndarray:
     return top[np.isfinite(masked[top])]
 
 
+def _no_lists() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, len(cs.FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
+
+
 def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
                     cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, labels and list ids of every user's candidates at `cut`."""
     index = {item: i for i, item in enumerate(items)}
     before, after = ratings[ratings.timestamp < cut], ratings[ratings.timestamp >= cut]
+    if before.empty or after.empty:
+        return _no_lists()
     matrix, users = _interactions(before, index)
     sources = neighbours(matrix)
     table = trends.trend_table(zip(before.item_id, before.timestamp), cut)
@@ -92,7 +98,7 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
         labels.append(positive)
         lists.append(np.full(len(candidates), row))
     if not features:
-        return np.zeros((0, len(cs.FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
+        return _no_lists()
     return np.concatenate(features), np.concatenate(labels), np.concatenate(lists)
 
 
@@ -139,7 +145,8 @@ def ndcg_at_10(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> flo
 def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
           ) -> cs.CandidateSources | None:
     """The sources of a model trained on `ratings` (user_id, item_id, timestamp) over
-    `catalog` (item_id, genres); None when the catalog is too large for them."""
+    `catalog` (item_id, genres); None when the catalog is too large for them or the
+    ratings too short a history to train the blend."""
     start = time.monotonic()
     items = [str(i) for i in catalog.item_id]
     if len(items) > MAX_ITEMS:
@@ -154,9 +161,10 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
         cut_lists = candidate_lists(ratings, items, genres, end - days * trends.DAY)
         if len(cut_lists[0]):
             per_cut.append((days, cut_lists))
-    if not per_cut:
-        raise ValueError("candidate sources: no user rated both before and after any "
-                         f"pseudo-cut {PSEUDO_CUTS} days before the data's end")
+    if not per_cut:  # too short a history to learn from: the two-tower serves alone
+        progress("candidate sources: off (no user rated both before and after any "
+                 f"pseudo-cut {PSEUDO_CUTS[0]}-{PSEUDO_CUTS[-1]} days before the data's end)")
+        return None
 
     def stack(parts):
         features = np.concatenate([p[0] for _, p in parts])
