@@ -9,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from libs.candidate_sources import SOURCES
 from recsys.v1 import common_pb2, recommend_pb2
 from tests.integration.helpers import catalog_items, newest_version, rated_items, user_in_arm
 
@@ -34,7 +35,7 @@ def test_ranked_answer_for_a_known_user(trained, recommend):
     assert [(a.layer, a.experiment, a.arm) for a in response.assignments] == [
         ("pipeline", "two_stage_vs_retrieval_only", "two_stage")]
     assert response.request_id == "req-ranked-1"
-    assert response.config_version == "2026-11-27.2"
+    assert response.config_version == "2026-12-05.1"
     # the versions the pipeline pushed, or newer ones other tests pushed
     assert response.model_versions.retrieval == newest_version(workdir, "retrieval")
     assert response.model_versions.ranking == newest_version(workdir, "ranking")
@@ -52,6 +53,10 @@ def test_retrieval_only_arm_skips_ranking(recommend):
     assert response.assignments[0].arm == "retrieval_only" and not response.fallback
     assert response.model_versions.ranking == 0 and response.model_versions.retrieval > 0
     assert len(response.items) == 5
+    # the candidate stage's blended order, each item naming the source that proposed it
+    assert all(i.source in SOURCES for i in response.items)
+    scores = [i.score for i in response.items]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_same_user_same_arm_and_filters_apply(recommend):
