@@ -32,10 +32,16 @@ ARTIFACT = "candidate_sources.npz"
 SOURCES = ("two_tower", "item_to_item", "ease", "trending", "popular")
 # Candidates each extra source proposes per request (the two-tower proposes as many as
 # were asked for); trending is taken over each of TRENDING_WINDOWS.
-QUOTAS = {"item_to_item": 50, "ease": 80, "trending": 50, "popular": 30}
+QUOTAS = {"item_to_item": 50, "item_to_item_recent": 30, "ease": 80, "trending": 50,
+          "popular": 30}
 TRENDING_WINDOWS = (3, 7, 14, 30)
+NEIGHBOUR_SOURCES = ("item_to_item", "ease")
+# Each neighbour source scores a candidate twice: from everything the user rated, and
+# from their latest ratings (feature_spec.RECENT_ITEMS; the feature store's
+# user_activity.recent_items): what they are watching now.
+SCORES = (*NEIGHBOUR_SOURCES, *(f"{n}_recent" for n in NEIGHBOUR_SOURCES))
 FEATURES = (*(f"log_count_{w}d" for w in trends.WINDOWS), "log_count_all", "log_age_days",
-            "item_to_item", "ease", "genre_affinity")
+            *SCORES, "genre_affinity")
 
 
 class SourcesError(ValueError):
@@ -55,13 +61,55 @@ def trend_rows(table: dict[str, list], item_ids, missing: int) -> np.ndarray:
     return rows
 
 
-def feature_matrix(trend: np.ndarray, at: int, item_to_item: np.ndarray, ease: np.ndarray,
-                   genre_affinity: np.ndarray) -> np.ndarray:
-    """The blend's inputs, one row per candidate, in FEATURES order."""
+def user_scores(neighbours: dict[str, tuple[np.ndarray, np.ndarray]], history: np.ndarray,
+                recent: np.ndarray, num_items: int) -> dict[str, np.ndarray]:
+    """Every catalog item's SCORES for one user (history and recent: item indices)."""
+    out = {}
+    for name in NEIGHBOUR_SOURCES:
+        out[name] = neighbour_scores(*neighbours[name], history, num_items)
+        out[f"{name}_recent"] = neighbour_scores(*neighbours[name], recent, num_items)
+    return out
+
+
+def feature_matrix(trend: np.ndarray, at: int, scores: dict[str, np.ndarray],
+                   genres: np.ndarray, history: np.ndarray,
+                   candidates: np.ndarray) -> np.ndarray:
+    """The blend's inputs, one row per candidate, in FEATURES order. `candidates` are
+    item indices, -1 for an item the neighbours do not know (its scores are 0); `trend`
+    their trend rows as of `at`."""
+    known = candidates >= 0
+    safe = np.where(known, candidates, 0)
     counts = np.log1p(np.maximum(trend[:, :-1], 0))
     age = np.log1p(np.maximum(at - trend[:, -1], 0) / trends.DAY)
-    return np.column_stack([counts, age, np.log1p(np.maximum(item_to_item, 0)), ease,
-                            genre_affinity])
+    columns = [counts, age]
+    for name in SCORES:
+        value = np.where(known, scores[name][safe], 0.0)
+        columns.append(np.log1p(np.maximum(value, 0)) if name.startswith("item_to_item")
+                       else value)
+    columns.append(np.where(known, genre_affinity(genres, history, safe), 0.0))
+    return np.column_stack(columns)
+
+
+def neighbour_proposals(scores: dict[str, np.ndarray], allowed: np.ndarray,
+                        wanted) -> list[tuple[np.ndarray, str]]:
+    """What each wanted neighbour source proposes: the allowed items with the best
+    positive scores, QUOTAS of each (item_to_item also from the recent items)."""
+    out = []
+    for name in NEIGHBOUR_SOURCES:
+        if name in wanted:
+            for key in (name, f"{name}_recent"):
+                if key in QUOTAS:
+                    out.append((top_items(scores[key], QUOTAS[key], allowed), name))
+    return out
+
+
+def top_items(scores: np.ndarray, n: int, allowed: np.ndarray) -> np.ndarray:
+    """Indices of the `n` best positive scores among the allowed, best first."""
+    masked = np.where(allowed, scores, 0.0)
+    n = min(n, len(masked))
+    top = np.argpartition(-masked, n - 1)[:n] if n else np.array([], np.int64)
+    top = top[masked[top] > 0]
+    return top[np.argsort(-masked[top], kind="stable")]
 
 
 def neighbour_scores(index: np.ndarray, weight: np.ndarray, history: np.ndarray,
@@ -148,16 +196,10 @@ class CandidateSources:
             out[f"{name}_index"], out[f"{name}_weight"] = index, weight
         return out
 
-    def history(self, rated_items) -> np.ndarray:
-        return np.array(sorted(self.index[i] for i in rated_items if i in self.index),
+    def indices(self, items) -> np.ndarray:
+        """The indices of the items these sources know (the others are left out)."""
+        return np.array(sorted({self.index[i] for i in items if i in self.index}),
                         dtype=np.int64)
 
-    def scores(self, name: str, history: np.ndarray) -> np.ndarray:
-        index, weight = self.neighbours[name]
-        return neighbour_scores(index, weight, history, len(self.item_ids))
-
-    def features(self, candidates: np.ndarray, history: np.ndarray, trend: np.ndarray,
-                 at: int, scores: dict[str, np.ndarray]) -> np.ndarray:
-        return feature_matrix(trend, at, scores["item_to_item"][candidates],
-                              scores["ease"][candidates],
-                              genre_affinity(self.genres, history, candidates))
+    def user_scores(self, history: np.ndarray, recent: np.ndarray) -> dict[str, np.ndarray]:
+        return user_scores(self.neighbours, history, recent, len(self.item_ids))

@@ -25,6 +25,7 @@ GENDERS = ("F", "M")
 AGE_BOUNDARIES = (18, 25, 35, 45, 50, 56)  # MovieLens 1M's age groups
 GENRE_SEPARATOR = "|"
 ITEM_SEPARATOR = " "  # between the item ids of a history feature
+RECENT_ITEMS = 10  # the user's latest rated items the feature store keeps, newest first
 
 
 def age_group(age: int) -> str:

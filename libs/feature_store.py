@@ -51,6 +51,7 @@ class FeatureStoreError(RuntimeError):
 class QueryFeatures:
     user: dict | None  # None: the store does not know this user
     rated_items: set[str] = field(default_factory=set)
+    recent_items: list[str] = field(default_factory=list)  # newest first
     degraded: bool = False
 
 
@@ -118,8 +119,14 @@ class CatalogFeatures(PopularItems):
         self.rated: dict[str, set[str]] = collections.defaultdict(set)
         ratings = [(r["user_id"], r["item_id"], int(r["timestamp"]))
                    for r in _rows(directory / "ratings.csv")]
-        for user, item, _ in ratings:
+        latest: dict[str, list] = collections.defaultdict(list)
+        for user, item, seconds in ratings:
             self.rated[user].add(item)
+            latest[user].append((seconds, item))
+        # newest first, as the feature store's user_activity.recent_items
+        self.recent = {user: [item for _, item in sorted(events, reverse=True)
+                              [:feature_spec.RECENT_ITEMS]]
+                       for user, events in latest.items()}
         as_of = max((t for *_, t in ratings), default=0) + 2  # as the ingestion's
         table = trends.trend_table(((item, t) for _, item, t in ratings), as_of)
         window = trends.WINDOWS.index(trends.TRENDING_DAYS)
@@ -132,7 +139,8 @@ class CatalogFeatures(PopularItems):
         user = self.users.get(user_id)
         if user is None:
             MISSING.labels("user").inc()
-        return QueryFeatures(user, self.rated.get(user_id, set()))
+        return QueryFeatures(user, self.rated.get(user_id, set()),
+                             self.recent.get(user_id, []))
 
     async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
         user = self.users.get(user_id)
@@ -234,7 +242,8 @@ class FeastFeatures(PopularItems):
         user = self._user(columns, 0, user_id)
         if user is None:
             MISSING.labels("user").inc()
-        return QueryFeatures(user, set(columns.value("rated_items", 0) or ()))
+        return QueryFeatures(user, set(columns.value("rated_items", 0) or ()),
+                             list(columns.value("recent_items", 0) or ()))
 
     async def _ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
         """One read: the user and the items not in the cache."""

@@ -85,9 +85,10 @@ def definitions(tables_dir: str | Path) -> dict:
     # What each model (and its service) reads; the services fetch a whole service in
     # one call.
     services = [
-        FeatureService(name=QUERY_SERVICE, features=[user_profile, user_rated_items],
+        FeatureService(name=QUERY_SERVICE, features=[user_profile, user_rated_items,
+                                                     user_activity[["recent_items"]]],
                        description="query tower: the user's features and history, and what "
-                                   "to exclude"),
+                                   "to exclude; the candidate sources: the latest items"),
         FeatureService(name=CANDIDATE_SERVICE, features=[item_profile],
                        description="candidate tower: item features"),
         FeatureService(name=RANKING_SERVICE, features=[user_profile, item_profile],

@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from libs import feature_spec, trends
 from libs.feature_spec import age_group  # defined with the spec's boundaries
 
-RECENT_ITEMS = 10
 POPULARITY_WINDOW_DAYS = 30
 TIMESTAMP = "event_timestamp"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -144,7 +143,8 @@ def next_user_activity(previous: dict | None, rating: dict) -> dict:
     return {"user_id": rating["user_id"], "user_rating_count": count,
             "user_mean_rating": total / count,
             "genre_affinity": [n / count for n in genre_counts],
-            "recent_items": recent[:RECENT_ITEMS], TIMESTAMP: stamp(rating["timestamp"] + 1)}
+            "recent_items": recent[:feature_spec.RECENT_ITEMS],
+            TIMESTAMP: stamp(rating["timestamp"] + 1)}
 
 
 def _last_per_stamp(rows: list[dict]) -> list[dict]:

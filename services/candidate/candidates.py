@@ -113,7 +113,7 @@ class CandidateGenerator:
             return response
         at = request.context.timestamp_seconds or int(time.time())
         for found_item in merge(version_sources, wanted, two_tower, found.rated_items,
-                                exclude, self.trend_orders, at, n):
+                                found.recent_items, exclude, self.trend_orders, at, n):
             response.items.add(item_id=found_item.item_id, score=found_item.score,
                                retrieval_score=found_item.score, source=found_item.source,
                                source_scores=found_item.source_scores)

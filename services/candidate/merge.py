@@ -102,12 +102,13 @@ class TrendOrders:
 
 
 def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[str, float]],
-          rated_items: set[str], exclude: set[str], orders: TrendOrders, at: int,
-          n: int) -> list[Candidate]:
+          rated_items: set[str], recent_items: list[str], exclude: set[str],
+          orders: TrendOrders, at: int, n: int) -> list[Candidate]:
     """The union of what each wanted source proposes (minus `exclude`), ordered by the
-    blend, best `n`. `two_tower` is the model's (item, score) list, already asked for."""
-    history = sources.history(rated_items)
-    scores = {name: sources.scores(name, history) for name in ("item_to_item", "ease")}
+    blend, best `n`. `two_tower` is the model's (item, score) list, already asked for;
+    `recent_items` the user's latest ratings."""
+    history = sources.indices(rated_items)
+    scores = sources.user_scores(history, sources.indices(recent_items))
     proposed: dict[str, str] = {}
 
     def propose(items, source):
@@ -117,14 +118,10 @@ def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[
 
     if "two_tower" in wanted:
         propose([item for item, _ in two_tower], "two_tower")
-    for name in ("item_to_item", "ease"):
-        if name in wanted:
-            masked = scores[name].copy()
-            masked[[sources.index[i] for i in exclude if i in sources.index]] = -np.inf
-            size = min(cs.QUOTAS[name], len(masked) - 1)
-            top = np.argpartition(-masked, size)[:size]
-            top = top[np.argsort(-masked[top])]
-            propose([sources.item_ids[i] for i in top if masked[i] > 0], name)
+    allowed = np.ones(len(sources.item_ids), bool)
+    allowed[sources.indices(exclude)] = False
+    for top, name in cs.neighbour_proposals(scores, allowed, wanted):
+        propose([sources.item_ids[i] for i in top], name)
     if "trending" in wanted:
         for window in cs.TRENDING_WINDOWS:
             propose(orders.top(window, cs.QUOTAS["trending"], exclude), "trending")
@@ -134,20 +131,18 @@ def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[
         return []
 
     ids = list(proposed)
-    index = np.array([sources.index.get(i, -1) for i in ids])
-    found = index >= 0
-    safe = np.where(found, index, 0)
-    item_to_item = np.where(found, scores["item_to_item"][safe], 0.0)
-    ease = np.where(found, scores["ease"][safe], 0.0)
-    affinity = np.where(found, cs.genre_affinity(sources.genres, history, safe), 0.0)
     trend = cs.trend_rows(orders.table, ids, missing=at)
-    blended = sources.blend.score(cs.feature_matrix(trend, at, item_to_item, ease, affinity))
+    candidates = np.array([sources.index.get(i, -1) for i in ids])
+    features = cs.feature_matrix(trend, at, scores, sources.genres, history, candidates)
+    blended = sources.blend.score(features)
     tower = dict(two_tower)
     trending_column = trends.WINDOWS.index(trends.TRENDING_DAYS)
     out = []
     for i in np.argsort(-blended, kind="stable")[:n]:
-        source_scores = {"item_to_item": float(item_to_item[i]), "ease": float(ease[i]),
-                         "trending": float(trend[i, trending_column])}
+        found = candidates[i] >= 0
+        source_scores = {name: float(scores[name][candidates[i]]) if found else 0.0
+                         for name in cs.NEIGHBOUR_SOURCES}
+        source_scores["trending"] = float(trend[i, trending_column])
         if ids[i] in tower:
             source_scores["two_tower"] = float(tower[ids[i]])
         out.append(Candidate(ids[i], float(blended[i]), proposed[ids[i]], source_scores))

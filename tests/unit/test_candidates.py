@@ -9,7 +9,7 @@ from libs.feature_store import PopularItems, QueryFeatures, default_user
 from libs.serving_client import Prediction, to_ndarray
 from recsys.v1 import candidate_pb2
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
-from services.candidate.merge import ASSETS, VersionSources
+from services.candidate.merge import ASSETS, TrendOrders, VersionSources, merge
 
 
 class Features(PopularItems):
@@ -126,3 +126,19 @@ def test_a_version_without_sources_serves_the_two_tower_order(tmp_path):
         user_id="u1", num_candidates=10, sources=["two_tower", "trending"])))
     assert [(i.item_id, i.source) for i in response.items] == [("x", "two_tower"),
                                                               ("c", "two_tower")]
+
+
+def test_what_the_user_rated_last_decides_among_their_neighbours(tmp_path):
+    items = ["a", "b", "c", "t1", "t2", "x"]  # each item's neighbour: the next one
+    _version_with_sources(tmp_path, 7, items)
+    sources = cs.CandidateSources.load(tmp_path / "7" / ASSETS / cs.ARTIFACT)
+    sources.blend.weight[:] = 0.0
+    sources.blend.weight[cs.FEATURES.index("item_to_item_recent")] = 1.0
+    orders = TrendOrders({})
+
+    def first(recent):
+        found = merge(sources, {"item_to_item"}, [], {"a", "c"}, recent, {"a", "c"},
+                      orders, 1_000_000_000, 5)
+        return found[0].item_id
+
+    assert first(["c"]) == "t1" and first(["a"]) == "b"

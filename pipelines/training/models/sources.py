@@ -50,13 +50,6 @@ def neighbours(matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "ease": cs.top_neighbours(ease, NEIGHBOURS)}
 
 
-def _top(scores: np.ndarray, n: int, allowed: np.ndarray) -> np.ndarray:
-    masked = np.where(allowed, scores, -np.inf)
-    n = min(n, int(allowed.sum()))
-    top = np.argpartition(-masked, n - 1)[:n] if n else np.array([], np.int64)
-    return top[np.isfinite(masked[top])]
-
-
 def _no_lists() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros((0, len(cs.FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
 
@@ -76,25 +69,25 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
               for w in cs.TRENDING_WINDOWS}
     popular = np.argsort(-trend[:, len(trends.WINDOWS)], kind="stable")
     future = after.groupby("user_id").item_id.agg(set)
+    latest = (before.sort_values(["timestamp", "item_id"], kind="stable")
+              .groupby("user_id").tail(feature_spec.RECENT_ITEMS).groupby("user_id").item_id.agg(list))
     features, labels, lists = [], [], []
     for row, user in enumerate(users):
         if user not in future.index:
             continue
         history = np.flatnonzero(matrix[row])
+        recent = np.array([index[i] for i in latest[user]], np.int64)
         allowed = matrix[row] == 0
-        scores = {name: cs.neighbour_scores(*sources[name], history, len(items))
-                  for name in sources}
-        proposed = [_top(scores["item_to_item"], cs.QUOTAS["item_to_item"], allowed),
-                    _top(scores["ease"], cs.QUOTAS["ease"], allowed),
-                    popular[allowed[popular]][:cs.QUOTAS["popular"]]]
+        scores = cs.user_scores(sources, history, recent, len(items))
+        proposed = [top for top, _ in cs.neighbour_proposals(scores, allowed, cs.SOURCES)]
+        proposed.append(popular[allowed[popular]][:cs.QUOTAS["popular"]])
         proposed += [order[allowed[order]][:cs.QUOTAS["trending"]] for order in ranked.values()]
         candidates = np.unique(np.concatenate(proposed))
         positive = np.array([items[c] in future[user] for c in candidates])
         if not positive.any():
             continue
-        features.append(cs.feature_matrix(
-            trend[candidates], cut, scores["item_to_item"][candidates],
-            scores["ease"][candidates], cs.genre_affinity(genres, history, candidates)))
+        features.append(cs.feature_matrix(trend[candidates], cut, scores, genres, history,
+                                          candidates))
         labels.append(positive)
         lists.append(np.full(len(candidates), row))
     if not features:
