@@ -46,6 +46,12 @@ class PipelineConfig:
     # Recall@10 (per user, seen items removed) against most-popular's, same run
     retrieval_min_recall_ratio_to_popularity: float = 0.8
     retrieval_accuracy_tolerance: float = 0.01
+    # The order the candidate service serves (the sources' blend, models/sources.py), on
+    # lists held out at pseudo-cuts before the data's end: its NDCG@10 must reach this
+    # multiple of the most-popular order's, and the last blessed blend's minus the
+    # tolerance
+    sources_min_ratio_to_popularity: float = 1.1
+    sources_ndcg_tolerance: float = 0.01
     ranking_max_rmse: float = 1.2
     ranking_rmse_tolerance: float = 0.01
     hyperparameters: dict[str, dict] = field(default_factory=dict)

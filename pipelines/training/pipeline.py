@@ -169,6 +169,8 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
         min_ratio_to_popularity=config.retrieval_min_ratio_to_popularity,
         min_recall_ratio_to_popularity=config.retrieval_min_recall_ratio_to_popularity,
         tolerance=config.retrieval_accuracy_tolerance,
+        sources_min_ratio_to_popularity=config.sources_min_ratio_to_popularity,
+        sources_tolerance=config.sources_ndcg_tolerance,
     ).with_id("retrieval_evaluator")
 
     ranking_baseline = _latest_blessed("ranking_trainer", "ranking_fairness",

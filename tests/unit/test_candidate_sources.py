@@ -28,8 +28,10 @@ def test_the_blend_learns_which_feature_marks_what_users_pick_next():
         labels[start + np.argsort(-noisy[start:start + 20])[:2]] = True
     blend = sources.train_blend(features, labels, lists)
     assert np.argmax(blend.weight) == ease
-    random_order = sources.ndcg_at_10(rng.normal(size=len(lists)), labels, lists)
-    assert sources.ndcg_at_10(blend.score(features), labels, lists) > 2 * random_order
+    random_order = sources.list_metrics(rng.normal(size=len(lists)), labels, lists)
+    found = sources.list_metrics(blend.score(features), labels, lists)
+    assert found["ndcg_at_10"] > 2 * random_order["ndcg_at_10"]
+    assert found["recall_at_10"] > 1.5 * random_order["recall_at_10"]
 
 
 def _ratings(days: int = 120, users: int = 60, seed: int = 1) -> pd.DataFrame:
@@ -49,9 +51,10 @@ def _ratings(days: int = 120, users: int = 60, seed: int = 1) -> pd.DataFrame:
 def test_a_version_s_sources_are_built_before_the_data_ends_and_load_back(tmp_path):
     ratings = _ratings()
     catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
-    built = sources.build(ratings, catalog, progress=lambda _: None)
+    built, held_out = sources.build(ratings, catalog, progress=lambda _: None)
     validation = built.info["validation_ndcg_at_10"]
     assert validation["blend"] >= validation["trending"] - 0.05
+    assert len(held_out["features"]) == len(held_out["labels"]) == len(held_out["lists"])
     path = tmp_path / cs.ARTIFACT
     built.save(path)
     loaded = cs.CandidateSources.load(path)
@@ -65,7 +68,7 @@ def test_a_catalog_too_large_for_dense_neighbours_gets_no_sources(monkeypatch):
     ratings = _ratings(days=10)
     catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
     messages = []
-    assert sources.build(ratings, catalog, progress=messages.append) is None
+    assert sources.build(ratings, catalog, progress=messages.append) == (None, None)
     assert "off" in messages[0]
 
 
@@ -85,5 +88,5 @@ def test_too_short_a_history_gets_no_sources_instead_of_failing_the_trainer():
     ratings = _ratings(days=3)
     catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
     messages = []
-    assert sources.build(ratings, catalog, progress=messages.append) is None
+    assert sources.build(ratings, catalog, progress=messages.append) == (None, None)
     assert "no user rated both before and after" in messages[0]

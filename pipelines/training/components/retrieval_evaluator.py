@@ -8,21 +8,29 @@ removed), for the candidate model, the last blessed retrieval model and a most-p
 baseline. It blesses the candidate only if its top-k accuracy reaches `min_accuracy` and
 `min_ratio_to_popularity` times the baseline's, its Recall@10 reaches
 `min_recall_ratio_to_popularity` times the baseline's, and neither is worse than the
-last blessed model's by more than `tolerance`. It writes the `blessed` /
+last blessed model's by more than `tolerance`. When the version carries candidate
+sources, the order the candidate service will serve (their blend) is judged too, on the
+lists the Trainer held out at pseudo-cuts before the data's end: its NDCG@10 must reach
+`sources_min_ratio_to_popularity` times the most-popular order's and the last blessed
+version's blend's (scored on the same lists) minus `sources_tolerance`. It writes the `blessed` /
 `current_model_id` properties the Evaluator writes, so the Pusher and the
 latest-blessed-model resolver work with it unchanged.
 """
 # No `from __future__ import annotations`: TFX reads these type hints at definition time.
 import collections
+import io
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from libs import feature_spec
 from pipelines.training import evaluation
+from libs import candidate_sources
+from pipelines.training.models import sources
 from pipelines.training.models.retrieval import QUERY_FEATURES
 from pipelines.training.models.inputs import DTYPES, raw_tensors
 
@@ -81,6 +89,47 @@ def model_metrics(model_dir: str, eval_columns: dict, seen: dict, k: int) -> dic
             f"ndcg_at_{CUTOFF}": ndcg}
 
 
+def _blend(model_dir: str):
+    path = os.path.join(model_dir, "assets.extra", candidate_sources.ARTIFACT)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        arrays = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+    return candidate_sources.Blend(arrays["blend_mean"], arrays["blend_scale"],
+                                   arrays["blend_weight"])
+
+
+def sources_checks(model_uri: str, baseline_uri: str | None, min_ratio: float,
+                   tolerance: float) -> tuple[dict, list[str]]:
+    """The served order's metrics on the held-out lists, and the reasons it fails."""
+    path = os.path.join(model_uri, sources.VALIDATION_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}, []
+    with tf.io.gfile.GFile(path, "rb") as f:
+        held_out = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+    blend = candidate_sources.Blend(held_out["blend_mean"], held_out["blend_scale"],
+                                    held_out["blend_weight"])
+    baseline = _blend(os.path.join(baseline_uri, "Format-Serving")) if baseline_uri else None
+    if baseline is not None and baseline.weight.shape != blend.weight.shape:
+        baseline = None  # a blend over other features: not comparable
+    found = sources.validation_metrics(blend, held_out["features"], held_out["labels"],
+                                       held_out["lists"], baseline)
+    ndcg = {name: m["ndcg_at_10"] for name, m in found.items()}
+    reasons = []
+    if ndcg["blend"] < min_ratio * ndcg["most popular"]:
+        reasons.append(f"the candidate sources' blend NDCG@10 {ndcg['blend']:.4f} on the "
+                       f"held-out lists is below {min_ratio} x the most-popular order's "
+                       f"{ndcg['most popular']:.4f}")
+    if "last blessed blend" in ndcg and ndcg["blend"] < ndcg["last blessed blend"] - tolerance:
+        reasons.append(f"the candidate sources' blend NDCG@10 {ndcg['blend']:.4f} is worse "
+                       f"than the last blessed blend's {ndcg['last blessed blend']:.4f} by "
+                       f"more than {tolerance}")
+    metrics = {"sources_lists": int(len(np.unique(held_out["lists"]))),
+               **{f"sources_{name.replace(' ', '_')}_{metric}": round(value, 4)
+                  for name, values in found.items() for metric, value in values.items()}}
+    return metrics, reasons
+
+
 @tfx.dsl.components.component
 def RetrievalEvaluator(
     examples: InputArtifact[tfx.types.standard_artifacts.Examples],
@@ -92,6 +141,8 @@ def RetrievalEvaluator(
     min_ratio_to_popularity: Parameter[float] = 0.0,
     min_recall_ratio_to_popularity: Parameter[float] = 0.0,
     tolerance: Parameter[float] = 0.01,
+    sources_min_ratio_to_popularity: Parameter[float] = 0.0,
+    sources_tolerance: Parameter[float] = 0.01,
 ) -> None:
     eval_columns = _read_split(examples, "eval", QUERY_FEATURES + ("item_id",))
     train = _read_split(examples, "train", ("user_id", "item_id"))
@@ -123,6 +174,10 @@ def RetrievalEvaluator(
                                f"blessed model's {baseline[name]:.4f} by more than "
                                f"{tolerance}")
         blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
+    found, failed = sources_checks(model.uri, baseline_model.uri if baseline_model else None,
+                                   sources_min_ratio_to_popularity, sources_tolerance)
+    metrics.update(found)
+    reasons += failed
     blessed = not reasons
     metrics["blessed"], metrics["reasons"] = blessed, reasons
     print(f"RetrievalEvaluator: {json.dumps(metrics)}", flush=True)

@@ -226,10 +226,13 @@ def write_candidate_sources(items_file: str, model_dir: str) -> None:
                                   columns=["user_id", "item_id", "timestamp"])
     with tf.io.gfile.GFile(items_file, "rb") as f:
         catalog = pd.read_parquet(io.BytesIO(f.read()), columns=["item_id", "genres"])
-    found = sources.build(ratings.astype({"user_id": str, "item_id": str}),
-                          catalog.astype({"item_id": str}), progress=print)
+    found, held_out = sources.build(ratings.astype({"user_id": str, "item_id": str}),
+                                    catalog.astype({"item_id": str}), progress=print)
     if found is None:
         return
     target = os.path.join(model_dir, "assets.extra")
     tf.io.gfile.makedirs(target)
     found.save(os.path.join(target, candidate_sources.ARTIFACT))
+    if held_out is not None:  # for the evaluator's gate; beside the SavedModel, not pushed
+        np.savez_compressed(os.path.join(os.path.dirname(model_dir.rstrip("/")),
+                                         sources.VALIDATION_FILE), **held_out)

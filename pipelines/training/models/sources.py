@@ -27,6 +27,9 @@ MAX_ITEMS = 20_000  # dense item x item matrices above this would not fit; sourc
 PSEUDO_CUTS = tuple(7 * k for k in range(1, 13))  # days before the data's end
 VALIDATION_CUTS = 2  # the most recent pseudo-cuts with at least 14 days of labels
 STEPS, LEARNING_RATE, L2 = 400, 0.05, 1e-3
+# The held-out lists and the blend trained without them, next to the Trainer's
+# Format-Serving directory (the retrieval evaluator's gate reads it)
+VALIDATION_FILE = "candidate_sources_validation.npz"
 
 
 def _interactions(ratings: pd.DataFrame, index: dict[str, int]) -> tuple[np.ndarray, list]:
@@ -121,30 +124,51 @@ def train_blend(features: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> 
     return cs.Blend(mean, scale, weight)
 
 
-def ndcg_at_10(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> float:
-    """Mean over lists of NDCG@10 of the list ordered by `scores` (positives: gain 1)."""
+def list_metrics(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> dict:
+    """Means over lists of NDCG@10 and Recall@10 (of the list's positives) of each list
+    ordered by `scores` (positives: gain 1)."""
     starts = _segments(lists)
     ends = np.r_[starts[1:], len(lists)]
     discounts = 1.0 / np.log2(np.arange(2, 12))
-    values = []
+    ndcg, recall = [], []
     for start, end in zip(starts, ends):
         order = np.argsort(-scores[start:end], kind="stable")[:10]
         gains = labels[start:end][order]
-        ideal = discounts[:min(10, int(labels[start:end].sum()))].sum()
-        values.append(float(gains @ discounts[:len(gains)]) / ideal)
-    return float(np.mean(values)) if values else 0.0
+        positives = int(labels[start:end].sum())
+        ndcg.append(float(gains @ discounts[:len(gains)]) / discounts[:min(10, positives)].sum())
+        recall.append(gains.sum() / positives)
+    return {"ndcg_at_10": float(np.mean(ndcg)) if ndcg else 0.0,
+            "recall_at_10": float(np.mean(recall)) if recall else 0.0}
+
+
+def orders(features: np.ndarray) -> dict[str, np.ndarray]:
+    """The non-personalised orders of validation lists: trending (TRENDING_DAYS), most
+    popular (all time); ties broken by the other."""
+    trending = features[:, cs.FEATURES.index(f"log_count_{trends.TRENDING_DAYS}d")]
+    popular = features[:, cs.FEATURES.index("log_count_all")]
+    return {"trending": trending + 1e-6 * popular, "most popular": popular + 1e-6 * trending}
+
+
+def validation_metrics(blend: cs.Blend, features: np.ndarray, labels: np.ndarray,
+                       lists: np.ndarray, baseline: cs.Blend | None = None) -> dict:
+    """The blend's order of the validation lists, and the others', as a gate reads them."""
+    scored = {"blend": blend.score(features), **orders(features)}
+    if baseline is not None:
+        scored["last blessed blend"] = baseline.score(features)
+    return {name: list_metrics(s, labels, lists) for name, s in scored.items()}
 
 
 def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
           ) -> cs.CandidateSources | None:
     """The sources of a model trained on `ratings` (user_id, item_id, timestamp) over
-    `catalog` (item_id, genres); None when the catalog is too large for them or the
-    ratings too short a history to train the blend."""
+    `catalog` (item_id, genres), and the validation lists held out (features, labels,
+    list ids) with the blend trained without them (None when there are none); None for
+    both when the catalog is too large for sources or the history too short."""
     start = time.monotonic()
     items = [str(i) for i in catalog.item_id]
     if len(items) > MAX_ITEMS:
         progress(f"candidate sources: off ({len(items):,} items > {MAX_ITEMS:,})")
-        return None
+        return None, None
     ratings = ratings[ratings.item_id.isin(set(items))]
     genres = np.array([[g in str(value).split(feature_spec.GENRE_SEPARATOR)
                         for g in feature_spec.GENRES] for value in catalog.genres], np.float32)
@@ -157,7 +181,7 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     if not per_cut:  # too short a history to learn from: the two-tower serves alone
         progress("candidate sources: off (no user rated both before and after any "
                  f"pseudo-cut {PSEUDO_CUTS[0]}-{PSEUDO_CUTS[-1]} days before the data's end)")
-        return None
+        return None, None
 
     def stack(parts):
         features = np.concatenate([p[0] for _, p in parts])
@@ -170,13 +194,17 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     report = {"pseudo_cuts_days": [d for d, _ in per_cut], "validation_cuts_days":
               sorted(held_out), "lists": int(sum(len(np.unique(p[2])) for _, p in per_cut))}
     training = [p for p in per_cut if p[0] not in held_out]
+    held_out = None
     if validation and training:
-        blend = train_blend(*stack(training))
+        # the gate judges this blend, trained without the validation cuts
         features, labels, lists = stack(validation)
-        trending = features[:, cs.FEATURES.index(f"log_count_{trends.TRENDING_DAYS}d")]
-        report["validation_ndcg_at_10"] = {
-            "blend": round(ndcg_at_10(blend.score(features), labels, lists), 4),
-            "trending": round(ndcg_at_10(trending + 1e-6 * features[:, 5], labels, lists), 4)}
+        blend = train_blend(*stack(training))
+        held_out = {"features": features, "labels": labels, "lists": lists,
+                    "blend_mean": blend.mean, "blend_scale": blend.scale,
+                    "blend_weight": blend.weight}
+        found = validation_metrics(blend, features, labels, lists)
+        report["validation_ndcg_at_10"] = {name: round(m["ndcg_at_10"], 4)
+                                           for name, m in found.items()}
     blend = train_blend(*stack(per_cut))
     report["weights"] = dict(zip(cs.FEATURES, np.round(blend.weight, 4).tolist()))
     matrix, _ = _interactions(ratings, {item: i for i, item in enumerate(items)})
@@ -190,4 +218,4 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     progress(f"candidate sources: {report['lists']:,} lists over {len(per_cut)} pseudo-cuts; "
              f"validation NDCG@10 {report.get('validation_ndcg_at_10')} "
              f"({report['seconds']}s)")
-    return cs.CandidateSources(arrays, report)
+    return cs.CandidateSources(arrays, report), held_out
