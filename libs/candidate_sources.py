@@ -12,7 +12,10 @@ for exactly the version whose two-tower answered, so sources never mix across ve
                                   the users who rated both)
   ease_index / _weight            each item's largest EASE weights (Steck 2019)
   genres                          item x genre multi-hot, for the genre affinity
-  blend_mean / _scale / _weight   the linear scorer over FEATURES
+  blend_mean / _scale             how FEATURES are standardised
+  blend_weight                    the blend's linear part
+  blend_hidden_weight / _bias,    its one ReLU layer (optional: without them the blend
+  blend_output_weight             is linear)
 
 Item trends (ratings per window, age) are not versioned: they come from the feature
 store at request time (`trend_rows`). Pure numpy: the training environment writes the
@@ -144,12 +147,36 @@ def top_neighbours(similarity: np.ndarray, size: int) -> tuple[np.ndarray, np.nd
 
 @dataclass
 class Blend:
+    """score = z . weight + relu(z . hidden_weight + hidden_bias) . output_weight, with z
+    the standardised features."""
     mean: np.ndarray
     scale: np.ndarray
     weight: np.ndarray
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
+    output_weight: np.ndarray | None = None
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.scale) @ self.weight
+        z = (features - self.mean) / self.scale
+        scores = z @ self.weight
+        if self.hidden_weight is not None:
+            scores = scores + np.maximum(z @ self.hidden_weight + self.hidden_bias, 0) \
+                @ self.output_weight
+        return scores
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"blend_mean": self.mean, "blend_scale": self.scale, "blend_weight": self.weight}
+        if self.hidden_weight is not None:
+            out.update(blend_hidden_weight=self.hidden_weight,
+                       blend_hidden_bias=self.hidden_bias,
+                       blend_output_weight=self.output_weight)
+        return out
+
+    @classmethod
+    def of(cls, arrays: dict) -> "Blend":
+        return cls(arrays["blend_mean"], arrays["blend_scale"], arrays["blend_weight"],
+                   arrays.get("blend_hidden_weight"), arrays.get("blend_hidden_bias"),
+                   arrays.get("blend_output_weight"))
 
 
 class CandidateSources:
@@ -166,7 +193,7 @@ class CandidateSources:
         self.neighbours = {name: (arrays[f"{name}_index"], arrays[f"{name}_weight"])
                            for name in ("item_to_item", "ease")}
         self.genres = arrays["genres"].astype(np.float32)
-        self.blend = Blend(arrays["blend_mean"], arrays["blend_scale"], arrays["blend_weight"])
+        self.blend = Blend.of(arrays)
         for name, (index, weight) in self.neighbours.items():
             if index.shape != weight.shape or index.shape[0] != len(self.item_ids):
                 raise SourcesError(f"{name} neighbours: shape {index.shape}/{weight.shape} "
@@ -174,6 +201,14 @@ class CandidateSources:
         if self.blend.weight.shape != (len(FEATURES),):
             raise SourcesError(f"blend has {self.blend.weight.shape} weights, "
                                f"expected {len(FEATURES)} ({', '.join(FEATURES)})")
+        hidden = self.blend.hidden_weight
+        if hidden is not None and (
+                hidden.ndim != 2 or hidden.shape[0] != len(FEATURES)
+                or self.blend.hidden_bias.shape != hidden.shape[1:]
+                or self.blend.output_weight.shape != hidden.shape[1:]):
+            raise SourcesError(f"blend's hidden layer: weights {hidden.shape}, bias "
+                               f"{self.blend.hidden_bias.shape}, output "
+                               f"{self.blend.output_weight.shape} do not fit")
         self.info = info or {}
 
     @classmethod
@@ -190,8 +225,7 @@ class CandidateSources:
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"item_ids": np.array(self.item_ids), "genres": self.genres.astype(np.uint8),
-               "blend_mean": self.blend.mean, "blend_scale": self.blend.scale,
-               "blend_weight": self.blend.weight}
+               **self.blend.arrays()}
         for name, (index, weight) in self.neighbours.items():
             out[f"{name}_index"], out[f"{name}_weight"] = index, weight
         return out

@@ -44,8 +44,7 @@ def _model(path, blend: cs.Blend, held_out: dict | None = None):
         "blend_mean": blend.mean, "blend_scale": blend.scale,
         "blend_weight": blend.weight}).save(assets / cs.ARTIFACT)
     if held_out is not None:
-        np.savez(path / sources.VALIDATION_FILE, **held_out, blend_mean=blend.mean,
-                 blend_scale=blend.scale, blend_weight=blend.weight)
+        np.savez(path / sources.VALIDATION_FILE, **held_out, **blend.arrays())
     return str(path)
 
 

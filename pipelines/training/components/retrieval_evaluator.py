@@ -95,8 +95,7 @@ def _blend(model_dir: str):
         return None
     with tf.io.gfile.GFile(path, "rb") as f:
         arrays = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
-    return candidate_sources.Blend(arrays["blend_mean"], arrays["blend_scale"],
-                                   arrays["blend_weight"])
+    return candidate_sources.Blend.of(arrays)
 
 
 def sources_checks(model_uri: str, baseline_uri: str | None, min_ratio: float,
@@ -107,8 +106,7 @@ def sources_checks(model_uri: str, baseline_uri: str | None, min_ratio: float,
         return {}, []
     with tf.io.gfile.GFile(path, "rb") as f:
         held_out = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
-    blend = candidate_sources.Blend(held_out["blend_mean"], held_out["blend_scale"],
-                                    held_out["blend_weight"])
+    blend = candidate_sources.Blend.of(held_out)
     baseline = _blend(os.path.join(baseline_uri, "Format-Serving")) if baseline_uri else None
     if baseline is not None and baseline.weight.shape != blend.weight.shape:
         baseline = None  # a blend over other features: not comparable
