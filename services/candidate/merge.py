@@ -37,7 +37,7 @@ class VersionSources:
 
     def __init__(self, base_path: str | Path, keep: int = 3, retry_seconds: float = 30.0):
         self.base_path, self.keep, self.retry_seconds = Path(base_path), keep, retry_seconds
-        self._loaded: OrderedDict[int, cs.CandidateSources | None] = OrderedDict()
+        self._loaded: OrderedDict[int, cs.CandidateSources] = OrderedDict()
         self._missing: dict[int, float] = {}
         self._lock = asyncio.Lock()
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from libs import candidate_sources as cs, feature_spec, trends
+from pipelines.training import evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -145,17 +146,17 @@ def train_blend(features: np.ndarray, labels: np.ndarray, lists: np.ndarray,
 
 def list_metrics(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> dict:
     """Means over lists of NDCG@10 and Recall@10 (of the list's positives) of each list
-    ordered by `scores` (positives: gain 1)."""
+    ordered by `scores`, as the pipeline and the replay score a user
+    (evaluation.user_recall_ndcg)."""
     starts = _segments(lists)
     ends = np.r_[starts[1:], len(lists)]
-    discounts = 1.0 / np.log2(np.arange(2, 12))
     ndcg, recall = [], []
     for start, end in zip(starts, ends):
-        order = np.argsort(-scores[start:end], kind="stable")[:10]
-        gains = labels[start:end][order]
-        positives = int(labels[start:end].sum())
-        ndcg.append(float(gains @ discounts[:len(gains)]) / discounts[:min(10, positives)].sum())
-        recall.append(gains.sum() / positives)
+        order = np.argsort(-scores[start:end], kind="stable")[:10].tolist()
+        positives = set(np.flatnonzero(labels[start:end]).tolist())
+        user_recall, user_ndcg = evaluation.user_recall_ndcg(order, positives, 10)
+        recall.append(user_recall)
+        ndcg.append(user_ndcg)
     return {"ndcg_at_10": float(np.mean(ndcg)) if ndcg else 0.0,
             "recall_at_10": float(np.mean(recall)) if recall else 0.0}
 
