@@ -47,7 +47,7 @@ class PipelineConfig:
     retrieval_min_recall_ratio_to_popularity: float = 0.8
     retrieval_accuracy_tolerance: float = 0.01
     # The order the candidate service serves (the sources' blend, models/sources.py), on
-    # lists held out at pseudo-cuts before the data's end: its NDCG@10 must reach this
+    # the lists of the data's last 14 days, trained before them: its NDCG@10 must reach this
     # multiple of the most-popular order's, and the last blessed blend's minus the
     # tolerance
     sources_min_ratio_to_popularity: float = 1.1

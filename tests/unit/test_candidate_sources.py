@@ -90,3 +90,21 @@ def test_too_short_a_history_gets_no_sources_instead_of_failing_the_trainer():
     messages = []
     assert sources.build(ratings, catalog, progress=messages.append) == (None, None)
     assert "no user rated both before and after" in messages[0]
+
+
+def test_the_gate_s_blend_learns_nothing_from_the_validation_period():
+    # every pseudo-cut's labels run to the data's end; the blend the gate judges must
+    # not see the last VALIDATION_DAYS, whatever happened in them
+    ratings = _ratings()
+    catalog = pd.DataFrame({"item_id": sorted(set(ratings.item_id)), "genres": "Drama"})
+    start = int(ratings.timestamp.max()) + 1 - sources.VALIDATION_DAYS * trends.DAY
+    late = ratings.timestamp >= start
+    changed = ratings.copy()
+    changed.loc[late, "item_id"] = np.random.default_rng(5).permutation(
+        changed.item_id[late].to_numpy())
+    changed = changed.drop_duplicates(["user_id", "item_id"])
+    built, held_out = sources.build(ratings, catalog, progress=lambda _: None)
+    rebuilt, held_out_again = sources.build(changed, catalog, progress=lambda _: None)
+    assert np.allclose(held_out["blend_weight"], held_out_again["blend_weight"])
+    assert not np.allclose(built.blend.weight, rebuilt.blend.weight)
+    assert built.info["validation_days"] == sources.VALIDATION_DAYS

@@ -10,7 +10,8 @@ baseline. It blesses the candidate only if its top-k accuracy reaches `min_accur
 `min_recall_ratio_to_popularity` times the baseline's, and neither is worse than the
 last blessed model's by more than `tolerance`. When the version carries candidate
 sources, the order the candidate service will serve (their blend) is judged too, on the
-lists the Trainer held out at pseudo-cuts before the data's end: its NDCG@10 must reach
+lists of the training data's last days, by a blend the Trainer trained on what came
+before them (time-ordered, as the replay): its NDCG@10 must reach
 `sources_min_ratio_to_popularity` times the most-popular order's and the last blessed
 version's blend's (scored on the same lists) minus `sources_tolerance`. It writes the `blessed` /
 `current_model_id` properties the Evaluator writes, so the Pusher and the

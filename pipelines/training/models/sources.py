@@ -5,14 +5,17 @@ is trained as production rankers are, on lists of what the sources proposed: at
 `PSEUDO_CUTS` moments before the data's end, the sources are built from the ratings
 before that moment, each user active before and after it gets the union of their
 candidates, and the items they rated after it (up to the data's end) are the positives of
-a softmax over their list. The most recent `VALIDATION_CUTS` lists are held out first to
-report the blend against the trending order, then the blend is trained on all of them.
-Nothing here sees data after the training set's end: the replay's test period stays unseen.
+a softmax over their list. The gate's validation is time-ordered, as the replay is: its
+lists are those of the last `VALIDATION_DAYS`, and the blend it judges learns only from
+lists whose labels end before them (pseudo-cuts before `VALIDATION_DAYS`); the served
+blend then learns from all the pseudo-cuts. Nothing here sees data after the training
+set's end: the replay's test period stays unseen.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,8 +28,11 @@ logger = logging.getLogger(__name__)
 NEIGHBOURS = 100  # per item, for both neighbour sources
 EASE_LAMBDA = 250.0
 MAX_ITEMS = 20_000  # dense item x item matrices above this would not fit; sources are off
-PSEUDO_CUTS = tuple(7 * k for k in range(1, 13))  # days before the data's end
-VALIDATION_CUTS = 2  # the most recent pseudo-cuts with at least 14 days of labels
+PSEUDO_CUTS = tuple(7 * k for k in range(1, 13))  # days before the labels end
+# The gate's lists: what users rated in the last VALIDATION_DAYS. Holding out pseudo-cuts
+# while training on the others leaks: every pseudo-cut's labels run to the data's end, so
+# they cover the held-out period (README, Candidate sources: what that made look good).
+VALIDATION_DAYS = 14
 # The blend: a linear part and HIDDEN ReLU units; on the pseudo-cut validation lists of
 # the replay's three training sets, mean NDCG@10 0.246-0.278 linear, 0.266-0.293 with 16
 # units (README, Candidate sources)
@@ -57,17 +63,31 @@ def neighbours(matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "ease": cs.top_neighbours(ease, NEIGHBOURS)}
 
 
-def _no_lists() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros((0, len(cs.FEATURES))), np.zeros(0, bool), np.zeros(0, np.int64)
+@dataclass
+class CutLists:
+    """Every user's candidates at one cut: features, when the user rated each one after
+    the cut (inf: not yet) and list ids; `labelled` picks the positives of a label window."""
+    features: np.ndarray
+    rated_at: np.ndarray
+    lists: np.ndarray
+
+    def labelled(self, until: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, labels (rated before `until`) and list ids of the lists with a
+        positive."""
+        labels = self.rated_at < until
+        keep = np.isin(self.lists, np.unique(self.lists[labels]))
+        return self.features[keep], labels[keep], self.lists[keep]
 
 
 def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
-                    cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, labels and list ids of every user's candidates at `cut`."""
+                    cut: int) -> CutLists:
+    """The lists of every user who rated before `cut` and after it."""
     index = {item: i for i, item in enumerate(items)}
     before, after = ratings[ratings.timestamp < cut], ratings[ratings.timestamp >= cut]
+    features, rated_at, lists = [np.zeros((0, len(cs.FEATURES)))], [np.zeros(0)], [
+        np.zeros(0, np.int64)]
     if before.empty or after.empty:
-        return _no_lists()
+        return CutLists(features[0], rated_at[0], lists[0])
     matrix, users = _interactions(before, index)
     sources = neighbours(matrix)
     table = trends.trend_table(zip(before.item_id, before.timestamp), cut)
@@ -75,12 +95,12 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
     ranked = {w: np.argsort(-trend[:, trends.WINDOWS.index(w)], kind="stable")
               for w in cs.TRENDING_WINDOWS}
     popular = np.argsort(-trend[:, len(trends.WINDOWS)], kind="stable")
-    future = after.groupby("user_id").item_id.agg(set)
+    future = after.groupby(["user_id", "item_id"]).timestamp.min()
+    future = {user: group.droplevel(0).to_dict() for user, group in future.groupby(level=0)}
     latest = (before.sort_values(["timestamp", "item_id"], kind="stable")
               .groupby("user_id").tail(feature_spec.RECENT_ITEMS).groupby("user_id").item_id.agg(list))
-    features, labels, lists = [], [], []
     for row, user in enumerate(users):
-        if user not in future.index:
+        if user not in future:
             continue
         history = np.flatnonzero(matrix[row])
         recent = np.array([index[i] for i in latest[user]], np.int64)
@@ -90,16 +110,11 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
         proposed.append(popular[allowed[popular]][:cs.QUOTAS["popular"]])
         proposed += [order[allowed[order]][:cs.QUOTAS["trending"]] for order in ranked.values()]
         candidates = np.unique(np.concatenate(proposed))
-        positive = np.array([items[c] in future[user] for c in candidates])
-        if not positive.any():
-            continue
         features.append(cs.feature_matrix(trend[candidates], cut, scores, genres, history,
                                           candidates))
-        labels.append(positive)
+        rated_at.append(np.array([future[user].get(items[c], np.inf) for c in candidates]))
         lists.append(np.full(len(candidates), row))
-    if not features:
-        return _no_lists()
-    return np.concatenate(features), np.concatenate(labels), np.concatenate(lists)
+    return CutLists(np.concatenate(features), np.concatenate(rated_at), np.concatenate(lists))
 
 
 def _segments(lists: np.ndarray) -> np.ndarray:
@@ -178,12 +193,20 @@ def validation_metrics(blend: cs.Blend, features: np.ndarray, labels: np.ndarray
     return {name: list_metrics(s, labels, lists) for name, s in scored.items()}
 
 
+def _stack(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """One set of lists from several cuts' (features, labels, list ids)."""
+    features = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    lists = np.concatenate([p[2] + k * 10_000_000 for k, p in enumerate(parts)])
+    return features, labels, lists
+
+
 def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
           ) -> cs.CandidateSources | None:
     """The sources of a model trained on `ratings` (user_id, item_id, timestamp) over
-    `catalog` (item_id, genres), and the validation lists held out (features, labels,
-    list ids) with the blend trained without them (None when there are none); None for
-    both when the catalog is too large for sources or the history too short."""
+    `catalog` (item_id, genres), and the validation lists (features, labels, list ids)
+    with the blend trained before them (None when there are none); None for both when
+    the catalog is too large for sources or the history too short."""
     start = time.monotonic()
     items = [str(i) for i in catalog.item_id]
     if len(items) > MAX_ITEMS:
@@ -193,38 +216,37 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     genres = np.array([[g in str(value).split(feature_spec.GENRE_SEPARATOR)
                         for g in feature_spec.GENRES] for value in catalog.genres], np.float32)
     end = int(ratings.timestamp.max()) + 1
-    per_cut = []
-    for days in PSEUDO_CUTS:
-        cut_lists = candidate_lists(ratings, items, genres, end - days * trends.DAY)
-        if len(cut_lists[0]):
-            per_cut.append((days, cut_lists))
-    if not per_cut:  # too short a history to learn from: the two-tower serves alone
+    validation_end = end - VALIDATION_DAYS * trends.DAY
+    # a cut's features only depend on what came before it: each cut is built once and
+    # labelled for the served blend (up to `end`) and the gate's (up to validation_end)
+    days = sorted({*PSEUDO_CUTS, VALIDATION_DAYS, *(VALIDATION_DAYS + d for d in PSEUDO_CUTS)})
+    at = {d: candidate_lists(ratings, items, genres, end - d * trends.DAY) for d in days}
+
+    def labelled(cuts, until):
+        found = [(d, at[d].labelled(until)) for d in cuts]
+        return [(d, lists) for d, lists in found if len(lists[0])]
+
+    served = labelled(PSEUDO_CUTS, end)
+    if not served:  # too short a history to learn from: the two-tower serves alone
         progress("candidate sources: off (no user rated both before and after any "
                  f"pseudo-cut {PSEUDO_CUTS[0]}-{PSEUDO_CUTS[-1]} days before the data's end)")
         return None, None
-
-    def stack(parts):
-        features = np.concatenate([p[0] for _, p in parts])
-        labels = np.concatenate([p[1] for _, p in parts])
-        lists = np.concatenate([p[2] + k * 10_000_000 for k, (_, p) in enumerate(parts)])
-        return features, labels, lists
-
-    validation = [p for p in per_cut if p[0] >= 14][:VALIDATION_CUTS]
-    held_out = {days for days, _ in validation}
-    report = {"pseudo_cuts_days": [d for d, _ in per_cut], "validation_cuts_days":
-              sorted(held_out), "lists": int(sum(len(np.unique(p[2])) for _, p in per_cut))}
-    training = [p for p in per_cut if p[0] not in held_out]
+    validation = labelled([VALIDATION_DAYS], end)
+    before_validation = labelled([VALIDATION_DAYS + d for d in PSEUDO_CUTS], validation_end)
+    report = {"pseudo_cuts_days": [d for d, _ in served], "validation_days": VALIDATION_DAYS,
+              "lists": int(sum(len(np.unique(p[2])) for _, p in served))}
     held_out = None
-    if validation and training:
-        # the gate judges this blend, trained without the validation cuts
-        features, labels, lists = stack(validation)
-        blend = train_blend(*stack(training))
+    if validation and before_validation:
+        # the gate judges this blend, trained on what was known before the validation days
+        features, labels, lists = validation[0][1]
+        blend = train_blend(*_stack([p for _, p in before_validation]))
         held_out = {"features": features, "labels": labels, "lists": lists,
                     **blend.arrays()}
         found = validation_metrics(blend, features, labels, lists)
+        report["validation_lists"] = int(len(np.unique(lists)))
         report["validation_ndcg_at_10"] = {name: round(m["ndcg_at_10"], 4)
                                            for name, m in found.items()}
-    blend = train_blend(*stack(per_cut))
+    blend = train_blend(*_stack([p for _, p in served]))
     report["linear_weights"] = dict(zip(cs.FEATURES, np.round(blend.weight, 4).tolist()))
     matrix, _ = _interactions(ratings, {item: i for i, item in enumerate(items)})
     found = neighbours(matrix)
@@ -232,7 +254,7 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     for name, (index, weight) in found.items():
         arrays[f"{name}_index"], arrays[f"{name}_weight"] = index, weight
     report["seconds"] = round(time.monotonic() - start, 1)
-    progress(f"candidate sources: {report['lists']:,} lists over {len(per_cut)} pseudo-cuts; "
-             f"validation NDCG@10 {report.get('validation_ndcg_at_10')} "
-             f"({report['seconds']}s)")
+    progress(f"candidate sources: {report['lists']:,} lists over {len(served)} pseudo-cuts; "
+             f"validation ({VALIDATION_DAYS} days, {report.get('validation_lists', 0)} lists) "
+             f"NDCG@10 {report.get('validation_ndcg_at_10')} ({report['seconds']}s)")
     return cs.CandidateSources(arrays, report), held_out
