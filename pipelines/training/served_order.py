@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from libs import candidate_sources as cs, feature_spec, trends
@@ -72,32 +71,42 @@ def served_lists(model_dir: Path, train: pd.DataFrame, version_sources, users: l
                  n: int = 10) -> dict[str, list[str]]:
     """Each user's top `n` as the candidate service orders them with `version_sources`
     (two-tower and every other source, blended; None: the two-tower alone), asked at the
-    train split's end."""
+    train split's end; a user without train ratings gets the service's fallback, the
+    items trending over trends.TRENDING_DAYS."""
     at = int(train.timestamp.max()) + 1
     ratings = train[["user_id", "item_id", "timestamp"]].astype(
         {"user_id": str, "item_id": str})
+    table = trends.trend_table(zip(ratings.item_id, ratings.timestamp), at)
+    window = trends.WINDOWS.index(trends.TRENDING_DAYS)
+    fallback = [item for item, _ in trends.trending(
+        {i: row[window] for i, row in table.items()}, {i: row[-2] for i, row in table.items()}
+    )[:n]]
+    known = set(ratings.user_id)
+    out = {u: fallback for u in users if u not in known}
+    users = [u for u in users if u in known]
     towers = two_tower_lists(model_dir, train, users, at)
     if version_sources is None:
-        return {u: [i for i, _ in towers[u][:n]] for u in users}
-    orders = TrendOrders(trends.trend_table(zip(ratings.item_id, ratings.timestamp), at))
+        return {**out, **{u: [i for i, _ in towers[u][:n]] for u in users}}
+    orders = TrendOrders(table)
     rated = ratings.groupby("user_id").item_id.agg(set)
     recent = (ratings.sort_values(["timestamp", "item_id"], kind="stable")
               .groupby("user_id").tail(feature_spec.RECENT_ITEMS)
               .groupby("user_id").item_id.agg(list))
-    return {u: [c.item_id for c in merge(version_sources, set(cs.SOURCES), towers[u],
-                                         rated[u], recent[u], rated[u], orders, at, n)]
-            for u in users}
+    for u in users:
+        out[u] = [c.item_id for c in merge(version_sources, set(cs.SOURCES), towers[u],
+                                           rated[u], recent[u], rated[u], orders, at, n)]
+    return out
 
 
 def served_metrics(model_repo: Path, train: pd.DataFrame, evaluation_rows: pd.DataFrame,
                    catalog: pd.DataFrame, progress=print) -> dict | None:
-    """Recall@10 and NDCG@10 (per user, train items removed) of what is served to the
-    eval users the model knows; None when no retrieval version was pushed."""
+    """Recall@10 and NDCG@10 (per user, train items removed) of what is served to every
+    eval user, as the other methods are scored; None when no retrieval version was
+    pushed."""
     model_dir = newest_version(model_repo)
     if model_dir is None:
         return None
-    known = evaluation_rows[evaluation_rows.user_id.isin(set(train.user_id))]
-    relevant = evaluation.by_user(known.user_id, known.item_id)
+    relevant = evaluation.by_user(evaluation_rows.user_id, evaluation_rows.item_id)
     # the version's own sources were built from every rating, eval ones too: rebuilt
     # from the train split by the Trainer's code
     ratings = train[["user_id", "item_id", "timestamp"]].astype(
@@ -106,5 +115,6 @@ def served_metrics(model_repo: Path, train: pd.DataFrame, evaluation_rows: pd.Da
     lists = served_lists(model_dir, train, built, sorted(relevant))
     recall, ndcg = evaluation.recall_ndcg_at_k(lists, relevant, 10)
     return {"recall_at_10": recall, "ndcg_at_10": ndcg, "users": len(relevant),
+            "new_users": len(set(relevant) - set(train.user_id)),
             "catalog_coverage": len({i for items in lists.values() for i in items})
             / max(train.item_id.nunique(), 1), "model_version": int(model_dir.name)}
