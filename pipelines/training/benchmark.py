@@ -15,11 +15,11 @@ For each, the TFX pipeline runs in the training environment in a workdir of its 
 (`--set` overrides reach it), and this process computes most popular, EASE and a biased
 matrix factorization on the same split, and for the per-user and time splits what the
 candidate service serves from the pushed retrieval version (served_order.py: two-tower
-and the other sources, blended; Recall@10 and NDCG@10). The cost of the pipeline: right after it, the plain
-training script (pipelines/training/plain.py: the same split, Transform and run_fns, no
-TFX) runs on the same split and overrides, and the report gives both wall times (each a
-whole process, start to exit) and their ratio. Runs in the serving environment
-(matplotlib).
+and the other sources, blended; Recall@10 and NDCG@10). The cost of the pipeline:
+right after it, the plain training script (pipelines/training/plain.py: the same split,
+Transform and run_fns, no TFX) runs on the same split and overrides, and the report gives
+both wall times (each a whole process, start to exit) and their ratio. Runs in the
+serving environment (matplotlib).
 Writes reports/models/benchmark.{json,md,html} and learning_curves.png.
 """
 from __future__ import annotations
