@@ -46,6 +46,11 @@ def _query(train: pd.DataFrame, users: list, at: int, k: int) -> dict:
     return {**inputs, "k": tf.constant(k, tf.int32)}
 
 
+def _events(train: pd.DataFrame) -> pd.DataFrame:
+    """(user_id, item_id, timestamp) with string ids, as the sources are built from."""
+    return train[["user_id", "item_id", "timestamp"]].astype({"user_id": str, "item_id": str})
+
+
 def two_tower_lists(model_dir: Path, train: pd.DataFrame, users: list, at: int,
                     batch: int = 256) -> dict[str, list[tuple[str, float]]]:
     """Each user's two-tower (item, score) list, deep enough to leave NUM_CANDIDATES
@@ -74,8 +79,7 @@ def served_lists(model_dir: Path, train: pd.DataFrame, version_sources, users: l
     train split's end; a user without train ratings gets the service's fallback, the
     items trending over trends.TRENDING_DAYS."""
     at = int(train.timestamp.max()) + 1
-    ratings = train[["user_id", "item_id", "timestamp"]].astype(
-        {"user_id": str, "item_id": str})
+    ratings = _events(train)
     table = trends.trend_table(zip(ratings.item_id, ratings.timestamp), at)
     window = trends.WINDOWS.index(trends.TRENDING_DAYS)
     fallback = [item for item, _ in trends.trending(
@@ -89,9 +93,7 @@ def served_lists(model_dir: Path, train: pd.DataFrame, version_sources, users: l
         return {**out, **{u: [i for i, _ in towers[u][:n]] for u in users}}
     orders = TrendOrders(table)
     rated = ratings.groupby("user_id").item_id.agg(set)
-    recent = (ratings.sort_values(["timestamp", "item_id"], kind="stable")
-              .groupby("user_id").tail(feature_spec.RECENT_ITEMS)
-              .groupby("user_id").item_id.agg(list))
+    recent = sources.latest_items(ratings)
     for u in users:
         out[u] = [c.item_id for c in merge(version_sources, set(cs.SOURCES), towers[u],
                                            rated[u], recent[u], rated[u], orders, at, n)]
@@ -109,8 +111,7 @@ def served_metrics(model_repo: Path, train: pd.DataFrame, evaluation_rows: pd.Da
     relevant = evaluation.by_user(evaluation_rows.user_id, evaluation_rows.item_id)
     # the version's own sources were built from every rating, eval ones too: rebuilt
     # from the train split by the Trainer's code
-    ratings = train[["user_id", "item_id", "timestamp"]].astype(
-        {"user_id": str, "item_id": str})
+    ratings = _events(train)
     built, _ = sources.build(ratings, catalog.astype({"item_id": str}), progress=progress)
     lists = served_lists(model_dir, train, built, sorted(relevant))
     recall, ndcg = evaluation.recall_ndcg_at_k(lists, relevant, 10)

@@ -63,6 +63,13 @@ def neighbours(matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "ease": cs.top_neighbours(ease, NEIGHBOURS)}
 
 
+def latest_items(ratings: pd.DataFrame) -> pd.Series:
+    """Each user's feature_spec.RECENT_ITEMS latest items (the feature store's
+    user_activity.recent_items)."""
+    return (ratings.sort_values(["timestamp", "item_id"], kind="stable")
+            .groupby("user_id").tail(feature_spec.RECENT_ITEMS).groupby("user_id").item_id.agg(list))
+
+
 @dataclass
 class CutLists:
     """Every user's candidates at one cut: features, when the user rated each one after
@@ -97,8 +104,7 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
     popular = np.argsort(-trend[:, len(trends.WINDOWS)], kind="stable")
     future = after.groupby(["user_id", "item_id"]).timestamp.min()
     future = {user: group.droplevel(0).to_dict() for user, group in future.groupby(level=0)}
-    latest = (before.sort_values(["timestamp", "item_id"], kind="stable")
-              .groupby("user_id").tail(feature_spec.RECENT_ITEMS).groupby("user_id").item_id.agg(list))
+    latest = latest_items(before)
     for row, user in enumerate(users):
         if user not in future:
             continue
