@@ -3,7 +3,6 @@
 gevent must patch gRPC before any channel exists, or every call blocks the event loop
 and the user count means nothing.
 """
-import os
 import random
 import time
 
@@ -13,9 +12,9 @@ from locust import User, between, events, task
 
 grpc_gevent.init_gevent()
 
+from load_tests import NUM_USERS  # noqa: E402
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc  # noqa: E402
 
-NUM_USERS = int(os.environ.get("RECSYS_LOADTEST_USERS", "943"))
 UNKNOWN_SHARE = 0.05  # some traffic from users without history, as in production
 
 

@@ -2,9 +2,9 @@
 
   python -m load_tests.run --workdir var [--users 20] [--seconds 30] [--target HOST:PORT]
 
-1. Sequential round trips, Recommend and a bare gRPC echo (grpc.aio and thread-pool
-   servers), in the same run: latency and CPU time per call summed over every process
-   involved (from /proc).
+1. Sequential round trips, Recommend (cycling over the known users) and a bare gRPC echo
+   (grpc.aio and thread-pool servers), in the same run: latency and CPU time per call
+   summed over every process involved (from /proc).
 2. Locust, headless, `--users` concurrent gRPC users for `--seconds`: RPS and percentiles.
 Writes reports/loadtest/{summary.json, latency.png, locust.html}.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import statistics
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import grpc
 
+from load_tests import NUM_USERS
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc
 from tools.stack import ROOT, Stack, free_port, service_env
 
@@ -136,10 +138,12 @@ def main(argv=None) -> int:
         pids = [p.popen.pid for p in stack.processes.values()] if stack else []
         with grpc.insecure_channel(target) as channel:
             stub = recommend_pb2_grpc.RecommendServiceStub(channel)
-            request = recommend_pb2.RecommendRequest(user_id="1", num_results=10)
+            requests = itertools.cycle(
+                recommend_pb2.RecommendRequest(user_id=str(user), num_results=10)
+                for user in range(1, NUM_USERS + 1))
             print(f"sequential: {args.calls} Recommend calls, then {args.calls} echo calls",
                   flush=True)
-            recommend = sequential(lambda: stub.Recommend(request, timeout=2), args.calls,
+            recommend = sequential(lambda: stub.Recommend(next(requests), timeout=2), args.calls,
                                    pids)
         echo = echo_baseline(args.calls)
         echo_sync = echo_baseline(args.calls, sync=True)
