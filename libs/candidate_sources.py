@@ -106,6 +106,45 @@ def neighbour_proposals(scores: dict[str, np.ndarray], allowed: np.ndarray,
     return out
 
 
+class TrendOrders:
+    """Items by ratings in each TRENDING_WINDOWS window and over all time, best first (the
+    trending and popular sources), from a trend table (item -> trend row, as of one
+    moment); an item without a rating in a window is not in its order. Indices point into
+    `item_ids` (the table's items unless given); orders keep their `depth` best."""
+
+    def __init__(self, table: dict[str, list], item_ids: list[str] | None = None,
+                 depth: int | None = None):
+        self.table = table
+        self.item_ids = list(table) if item_ids is None else item_ids
+        trend = trend_rows(table, self.item_ids, missing=0)
+        self.orders = {}
+        for name, column in [*((w, trends.WINDOWS.index(w)) for w in TRENDING_WINDOWS),
+                             ("all", len(trends.WINDOWS))]:
+            order = np.argsort(-trend[:, column], kind="stable")
+            self.orders[name] = order[trend[order, column] > 0][:depth]
+
+    def top(self, name: str, n: int, skip) -> list[int]:
+        """The first `n` indices (into item_ids) of an order for which `skip` is false."""
+        out = []
+        for index in self.orders[name]:
+            if not skip(index):
+                out.append(index)
+                if len(out) == n:
+                    break
+        return out
+
+    def proposals(self, wanted, skip) -> list[tuple[list[int], str]]:
+        """What the wanted trending (each window) and popular sources propose, QUOTAS of
+        each, leaving out the indices `skip` refuses."""
+        out = []
+        if "trending" in wanted:
+            out += [(self.top(w, QUOTAS["trending"], skip), "trending")
+                    for w in TRENDING_WINDOWS]
+        if "popular" in wanted:
+            out.append((self.top("all", QUOTAS["popular"], skip), "popular"))
+        return out
+
+
 def top_items(scores: np.ndarray, n: int, allowed: np.ndarray) -> np.ndarray:
     """Indices of the `n` best positive scores among the allowed, best first."""
     masked = np.where(allowed, scores, 0.0)

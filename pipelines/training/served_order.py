@@ -17,7 +17,7 @@ import pandas as pd
 from libs import candidate_sources as cs, feature_spec, trends
 from pipelines.training import evaluation
 from pipelines.training.models import sources
-from services.candidate.merge import TrendOrders, merge
+from services.candidate.merge import TREND_DEPTH, merge
 
 NUM_CANDIDATES = 100  # what the shipped experiment asks the candidate service for
 DTYPES = {"string": "string", "int64": "int64", "float": "float32"}
@@ -91,7 +91,7 @@ def served_lists(model_dir: Path, train: pd.DataFrame, version_sources, users: l
     towers = two_tower_lists(model_dir, train, users, at)
     if version_sources is None:
         return {**out, **{u: [i for i, _ in towers[u][:n]] for u in users}}
-    orders = TrendOrders(table)
+    orders = cs.TrendOrders(table, depth=TREND_DEPTH)
     rated = ratings.groupby("user_id").item_id.agg(set)
     recent = sources.latest_items(ratings)
     for u in users:

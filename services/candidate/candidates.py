@@ -17,7 +17,7 @@ from libs import candidate_sources, feature_spec, log, metrics
 from libs.feature_store import CatalogFeatures, FeastFeatures, default_user
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import candidate_pb2, common_pb2
-from services.candidate.merge import TrendOrders, VersionSources, merge
+from services.candidate.merge import TREND_DEPTH, VersionSources, merge
 
 logger = logging.getLogger(__name__)
 Reason = common_pb2.FallbackReason
@@ -45,7 +45,8 @@ class CandidateGenerator:
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
         self.sources, self.default_sources = sources, tuple(default_sources)
-        self.trend_orders = TrendOrders(features.item_trends)
+        self.trend_orders = candidate_sources.TrendOrders(
+            features.item_trends, depth=TREND_DEPTH)
 
     def _popular(self, n: int, exclude: set[str], reason: int, degraded: bool = False):
         metrics.FALLBACKS.labels("candidate", Reason.Name(reason)).inc()

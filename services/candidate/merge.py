@@ -20,6 +20,8 @@ from libs import candidate_sources as cs, log, trends
 
 logger = logging.getLogger(__name__)
 ASSETS = "assets.extra"
+# the trending and popular orders keep this many items: enough for any user's exclusions
+TREND_DEPTH = 2000
 
 
 @dataclass
@@ -76,34 +78,9 @@ class VersionSources:
         return self._loaded.get(version)
 
 
-class TrendOrders:
-    """Items by ratings in each trending window and over all time, from the feature
-    store's trend rows (the trending and popular sources)."""
-
-    def __init__(self, table: dict[str, list], depth: int = 2000):
-        self.table = table
-        items = list(table)
-        counts = np.array([table[i] for i in items], np.float64).reshape(
-            len(items), len(trends.TREND_COLUMNS))
-        self.orders = {}
-        for name, column in [*((w, trends.WINDOWS.index(w)) for w in cs.TRENDING_WINDOWS),
-                             ("all", len(trends.WINDOWS))]:
-            order = np.argsort(-counts[:, column], kind="stable")[:depth] if items else []
-            self.orders[name] = [items[i] for i in order if counts[i, column] > 0]
-
-    def top(self, name, n: int, exclude: set[str]) -> list[str]:
-        out = []
-        for item in self.orders[name]:
-            if item not in exclude:
-                out.append(item)
-                if len(out) == n:
-                    break
-        return out
-
-
 def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[str, float]],
           rated_items: set[str], recent_items: list[str], exclude: set[str],
-          orders: TrendOrders, at: int, n: int) -> list[Candidate]:
+          orders: cs.TrendOrders, at: int, n: int) -> list[Candidate]:
     """The union of what each wanted source proposes (minus `exclude`), ordered by the
     blend, best `n`. `two_tower` is the model's (item, score) list, already asked for;
     `recent_items` the user's latest ratings."""
@@ -122,11 +99,8 @@ def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[
     allowed[sources.indices(exclude)] = False
     for top, name in cs.neighbour_proposals(scores, allowed, wanted):
         propose([sources.item_ids[i] for i in top], name)
-    if "trending" in wanted:
-        for window in cs.TRENDING_WINDOWS:
-            propose(orders.top(window, cs.QUOTAS["trending"], exclude), "trending")
-    if "popular" in wanted:
-        propose(orders.top("all", cs.QUOTAS["popular"], exclude), "popular")
+    for top, name in orders.proposals(wanted, lambda i: orders.item_ids[i] in exclude):
+        propose([orders.item_ids[i] for i in top], name)
     if not proposed:
         return []
 

@@ -9,7 +9,7 @@ from libs.feature_store import PopularItems, QueryFeatures, default_user
 from libs.serving_client import Prediction, to_ndarray
 from recsys.v1 import candidate_pb2
 from services.candidate.candidates import CandidateGenerator, InvalidRequest
-from services.candidate.merge import ASSETS, TrendOrders, VersionSources, merge
+from services.candidate.merge import ASSETS, VersionSources, merge
 
 
 class Features(PopularItems):
@@ -134,7 +134,7 @@ def test_what_the_user_rated_last_decides_among_their_neighbours(tmp_path):
     sources = cs.CandidateSources.load(tmp_path / "7" / ASSETS / cs.ARTIFACT)
     sources.blend.weight[:] = 0.0
     sources.blend.weight[cs.FEATURES.index("item_to_item_recent")] = 1.0
-    orders = TrendOrders({})
+    orders = cs.TrendOrders({})
 
     def first(recent):
         found = merge(sources, {"item_to_item"}, [], {"a", "c"}, recent, {"a", "c"},

@@ -99,9 +99,7 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
     sources = neighbours(matrix)
     table = trends.trend_table(zip(before.item_id, before.timestamp), cut)
     trend = cs.trend_rows(table, items, missing=cut)
-    ranked = {w: np.argsort(-trend[:, trends.WINDOWS.index(w)], kind="stable")
-              for w in cs.TRENDING_WINDOWS}
-    popular = np.argsort(-trend[:, len(trends.WINDOWS)], kind="stable")
+    orders = cs.TrendOrders(table, items)
     future = after.groupby(["user_id", "item_id"]).timestamp.min()
     future = {user: group.droplevel(0).to_dict() for user, group in future.groupby(level=0)}
     latest = latest_items(before)
@@ -112,10 +110,9 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
         recent = np.array([index[i] for i in latest[user]], np.int64)
         allowed = matrix[row] == 0
         scores = cs.user_scores(sources, history, recent, len(items))
-        proposed = [top for top, _ in cs.neighbour_proposals(scores, allowed, cs.SOURCES)]
-        proposed.append(popular[allowed[popular]][:cs.QUOTAS["popular"]])
-        proposed += [order[allowed[order]][:cs.QUOTAS["trending"]] for order in ranked.values()]
-        candidates = np.unique(np.concatenate(proposed))
+        proposed = [top for top, _ in (*cs.neighbour_proposals(scores, allowed, cs.SOURCES),
+                                       *orders.proposals(cs.SOURCES, lambda i: not allowed[i]))]
+        candidates = np.unique(np.concatenate(proposed).astype(np.int64))
         features.append(cs.feature_matrix(trend[candidates], cut, scores, genres, history,
                                           candidates))
         rated_at.append(np.array([future[user].get(items[c], np.inf) for c in candidates]))
