@@ -63,6 +63,21 @@ def test_a_version_s_sources_are_built_before_the_data_ends_and_load_back(tmp_pa
     assert loaded.info["pseudo_cuts_days"] == built.info["pseudo_cuts_days"]
 
 
+def test_training_lists_propose_only_what_the_served_sources_can():
+    """The candidate service never proposes an item nobody rated as trending or popular;
+    the lists the blend learns from must not either."""
+    ratings = _ratings(days=30)
+    items = sorted(set(ratings.item_id)) + [f"unrated{k}" for k in range(200)]
+    genres = np.zeros((len(items), 1), np.float32)
+    cut = int(ratings.timestamp.max()) - 5 * trends.DAY
+    lists = sources.candidate_lists(ratings, items, genres, cut)
+    rated_before = ratings[ratings.timestamp < cut]
+    counts = lists.features[:, cs.FEATURES.index("log_count_all")]
+    assert len(counts) and (counts > 0).all()
+    assert len(np.unique(lists.lists)) == len(
+        set(rated_before.user_id) & set(ratings[ratings.timestamp >= cut].user_id))
+
+
 def test_a_catalog_too_large_for_dense_neighbours_gets_no_sources(monkeypatch):
     monkeypatch.setattr(sources, "MAX_ITEMS", 3)
     ratings = _ratings(days=10)
