@@ -35,25 +35,28 @@ TUNED = "best_hyperparameters"  # the Tuner's output, and the resolver's
 
 
 def _ranking_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    gated = [tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=["gender"])]
+    overall, gender = tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=["gender"])
+    no_worse = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                                           absolute={"value": config.ranking_rmse_tolerance})
     rmse = tfma.MetricConfig(
         class_name="RootMeanSquaredError",
-        # age groups are reported, not held to these thresholds: some hold a few hundred
-        # ratings, whose RMSE moves by more than the tolerance between two retrainings;
-        # the fairness gate bounds the spread between groups instead
-        per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-            slicing_specs=gated,
-            threshold=tfma.MetricThreshold(
+        # Only the whole split has an absolute bound: a group's ratings can be harder to
+        # predict for any model (at the replay's 0.7 cut, women's RMSE 1.359 against the
+        # item-mean baseline's 1.356), which the fairness gate judges against the baseline.
+        # Age groups are reported only: some hold a few hundred ratings, whose RMSE moves
+        # by more than the tolerance between two retrainings.
+        per_slice_thresholds=[
+            tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=tfma.MetricThreshold(
                 value_threshold=tfma.GenericValueThreshold(
                     upper_bound={"value": config.ranking_max_rmse}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.LOWER_IS_BETTER,
-                    absolute={"value": config.ranking_rmse_tolerance})))])
+                change_threshold=no_worse)),
+            tfma.PerSliceMetricThreshold(slicing_specs=[gender], threshold=tfma.MetricThreshold(
+                change_threshold=no_worse))])
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name="serving_examples",
                                     label_key=feature_spec.LABEL,
                                     prediction_key=ranking.OUTPUT_KEY)],
-        slicing_specs=gated + [tfma.SlicingSpec(feature_keys=["age_group"])],
+        slicing_specs=[overall, gender, tfma.SlicingSpec(feature_keys=["age_group"])],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             rmse, tfma.MetricConfig(class_name="MeanAbsoluteError"),
             tfma.MetricConfig(class_name="ExampleCount")])])

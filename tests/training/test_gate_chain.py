@@ -47,6 +47,7 @@ def test_last_blessed_model_resolvers_read_the_fairness_gates():
     ("fairness_max_recall_difference", 1.5), ("fairness_min_recall_ratio", -0.1),
     ("fairness_max_genre_gap", 2), ("fairness_head_fraction", 1.2),
     ("fairness_max_rmse_difference", -1), ("fairness_min_group_size", 0),
+    ("fairness_max_rmse_excess_over_item_mean", -0.1),
     ("ranking_min_rmse_gain_over_item_mean", -0.5)])
 def test_bad_bounds_are_refused_naming_the_field(field, value):
     with pytest.raises(config_lib.ConfigError, match=field):
