@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -200,6 +201,9 @@ def replay_cut(data: Dataset, quantile: float, workdir: Path, config: ReplayConf
              f"{len(past.ratings):,} ratings before, {result.known_users} known and "
              f"{result.new_users} new users after")
     start = time.monotonic()
+    # from scratch, as a new user would: an earlier run's blessed models would be the
+    # gates' reference and its versions would be served
+    shutil.rmtree(workdir, ignore_errors=True)
     sources.land(past, workdir / "data" / "raw")
     train(workdir, config.pipeline_overrides, progress)
     result.seconds["train"] = round(time.monotonic() - start, 1)
