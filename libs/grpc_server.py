@@ -8,6 +8,7 @@ NOT_SERVING, in-flight calls get `grace_seconds` to finish).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -31,9 +32,20 @@ SERVER_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
 _SERVER_ONLY_OPTIONS = [("grpc.so_reuseport", 0)]
 # Reconnect within a second once a restarted dependency is back (gRPC's default backoff
 # grows to two minutes, which would keep a healthy stage in fallback that long).
+# Every client spreads its calls over all the addresses its target resolves to (a
+# headless Service's pods in Kubernetes, `ipv4:a:p,b:q` locally) instead of pinning one
+# connection, and retries a call that failed UNAVAILABLE (a replica gone) on another,
+# within the call's deadline.
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{}], "retryPolicy": {
+        "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 CHANNEL_OPTIONS = SERVER_OPTIONS + [("grpc.initial_reconnect_backoff_ms", 100),
                                     ("grpc.min_reconnect_backoff_ms", 100),
-                                    ("grpc.max_reconnect_backoff_ms", 1000)]
+                                    ("grpc.max_reconnect_backoff_ms", 1000),
+                                    ("grpc.enable_retries", 1),
+                                    ("grpc.service_config", SERVICE_CONFIG)]
 
 
 def _request_id(request, context) -> str:

@@ -71,11 +71,17 @@ def service_env() -> dict[str, str]:
 
 
 class Stack:
+    """`replicas`: more than one process of a service (on free ports after the first);
+    its clients are given every replica's address and spread their calls over them."""
+
     def __init__(self, workdir: str | Path, ports: dict[str, tuple[int, int]] | None = None,
-                 extra: dict[str, list[str]] | None = None):
+                 extra: dict[str, list[str]] | None = None,
+                 replicas: dict[str, int] | None = None):
         self.workdir = Path(workdir).resolve()
         self.ports = ports or configured_ports()
         self.extra = extra or {}
+        self.replica_ports = {name: [ports] + [(free_port(), free_port()) for _ in range(
+            (replicas or {}).get(name, 1) - 1)] for name, ports in self.ports.items()}
         self.processes: dict[str, Process] = {}
 
     @classmethod
@@ -84,7 +90,19 @@ class Stack:
                    **kwargs)
 
     def address(self, name: str) -> str:
+        """The (first replica's) address of a service."""
         return f"127.0.0.1:{self.ports[name][0]}"
+
+    def target(self, name: str) -> str:
+        """What a client of the service dials: every replica's address."""
+        ports = self.replica_ports[name]
+        if len(ports) == 1:
+            return self.address(name)
+        return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port, _ in ports)
+
+    @staticmethod
+    def replica_name(name: str, replica: int) -> str:
+        return name if replica == 0 else f"{name}#{replica}"
 
     def experiments_file(self) -> Path:
         """The workdir's experiment document, first copied from the shipped one: the admin
@@ -101,53 +119,56 @@ class Stack:
         return [name for name in (MODEL_NAMES.retrieval, MODEL_NAMES.ranking)
                 if list((self.workdir / "model_repo" / name).glob("*/saved_model.pb"))]
 
-    def _overrides(self, name: str) -> list[str]:
+    def _overrides(self, name: str, replica: int = 0) -> list[str]:
         features = [f"feature_store_dir={self.workdir / 'features'}",
                     f"catalog_dir={self.workdir / 'data' / 'raw'}"]
-        model_server = f"model_server={self.address('services/model_server')}"
+        model_server = f"model_server={self.target('services/model_server')}"
         wiring = {
             "services/model_server": [f"model_repo={self.workdir / 'model_repo'}",
                                       f"model_names={json.dumps(self.served_models())}"],
             "services/candidate": [model_server, *features, "model_base_path="
                                    f"{self.workdir / 'model_repo' / MODEL_NAMES.retrieval}"],
             "services/ranking": [model_server, *features],
-            "services/router": [f"candidate_service={self.address('services/candidate')}",
-                                f"ranking_service={self.address('services/ranking')}",
+            "services/router": [f"candidate_service={self.target('services/candidate')}",
+                                f"ranking_service={self.target('services/ranking')}",
                                 f"exposure_log_dir={self.workdir / 'exposures'}",
                                 f"shadow_log_dir={self.workdir / 'shadow'}",
                                 f"experiments_file={self.experiments_file()}",
                                 f"experiment_audit_log={self.workdir / 'experiments_audit.jsonl'}",
                                 *features],
         }[name]
-        port, metrics_port = self.ports[name]
+        port, metrics_port = self.replica_ports[name][replica]
         return [f"port={port}", f"metrics_port={metrics_port}", *wiring,
                 *self.extra.get(name, [])]
 
-    def start_service(self, target: build_manifest.Target, timeout: float = 90.0) -> Process:
+    def start_service(self, target: build_manifest.Target, timeout: float = 90.0,
+                      replica: int = 0) -> Process:
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{target.name.split('/')[-1]}.log"
+        name = self.replica_name(target.name, replica)
+        log_path = logs / f"{name.split('/')[-1].replace('#', '-')}.log"
         command = [sys.executable, "-m", target.entry, "--config", str(ROOT / target.config)]
-        for override in self._overrides(target.name):
+        for override in self._overrides(target.name, replica):
             command += ["--set", override]
         with open(log_path, "ab") as log_file:
             popen = subprocess.Popen(command, cwd=ROOT, env=service_env(), stdout=log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        port, metrics_port = self.ports[target.name]
-        process = Process(target.name, port, metrics_port, popen, log_path)
-        self.processes[target.name] = process
+        port, metrics_port = self.replica_ports[target.name][replica]
+        process = Process(name, port, metrics_port, popen, log_path)
+        self.processes[name] = process
         self._wait_healthy(process, timeout)
         return process
 
     def start(self, progress=None) -> "Stack":
         try:
             for target in SERVICES:
-                started = time.monotonic()
-                process = self.start_service(target)
-                if progress:
-                    progress(f"  {target.name:24s} {process.address:16s} metrics :"
-                             f"{process.metrics_port}  ready in "
-                             f"{time.monotonic() - started:4.1f}s")
+                for replica in range(len(self.replica_ports[target.name])):
+                    started = time.monotonic()
+                    process = self.start_service(target, replica=replica)
+                    if progress:
+                        progress(f"  {process.name:24s} {process.address:16s} metrics :"
+                                 f"{process.metrics_port}  ready in "
+                                 f"{time.monotonic() - started:4.1f}s")
         except BaseException:
             self.stop()
             raise
