@@ -29,7 +29,13 @@ SERVER_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
 # gRPC turns SO_REUSEPORT on by default: a second instance on a taken port would then
 # silently share its traffic instead of failing.
-_SERVER_ONLY_OPTIONS = [("grpc.so_reuseport", 0)]
+# Connections are closed (gracefully) after MAX_CONNECTION_AGE_MS, so clients reconnect and
+# re-resolve their target: replicas an autoscaler added behind a headless Service get
+# traffic within that time.
+MAX_CONNECTION_AGE_MS = 30_000
+_SERVER_ONLY_OPTIONS = [("grpc.so_reuseport", 0),
+                        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+                        ("grpc.max_connection_age_grace_ms", 10_000)]
 # Reconnect within a second once a restarted dependency is back (gRPC's default backoff
 # grows to two minutes, which would keep a healthy stage in fallback that long).
 # Every client spreads its calls over all the addresses its target resolves to (a

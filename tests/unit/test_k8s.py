@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 
-from libs import config as config_lib
+from libs import config as config_lib, grpc_server
 from libs.feature_store_config import FeatureStoreConfig
 from pipelines.training.config import PipelineConfig
 from services.candidate.config import CandidateConfig
@@ -52,6 +52,16 @@ def load_config(cls, text: str, tmp_path: Path, name: str = "config.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return config_lib.load(cls, path)
+
+
+def dialled(address: str, service: dict) -> tuple[str, int]:
+    """The host and port a client config dials. Clients resolve a headless Service by DNS
+    (every pod's address) and balance per call; through a ClusterIP each long-lived
+    connection would stay on one pod."""
+    assert address.startswith("dns:///"), address
+    assert service["spec"].get("clusterIP") == "None", service["metadata"]["name"]
+    host, port = address.removeprefix("dns:///").split(":")
+    return host, int(port)
 
 
 @pytest.mark.parametrize("overlay", manifests.KUSTOMIZATIONS)
@@ -222,14 +232,14 @@ def test_service_configs_pass_their_schemas_and_match_the_manifests(overlay, tmp
             assert mounted(config.admin_tokens_file, container)
             for target, address in (("candidate", config.candidate_service),
                                     ("ranking", config.ranking_service)):
-                host, port = address.split(":")
-                assert host == target and int(port) in {
+                host, port = dialled(address, services[target])
+                assert host == target and port in {
                     p["port"] for p in services[target]["spec"]["ports"]}
         else:
-            host, port = config.model_server.split(":")
+            host, port = dialled(config.model_server, services["tf-serving"])
             assert host == "tf-serving"
-            assert int(port) == {p["name"]: p["port"] for p in
-                                 services["tf-serving"]["spec"]["ports"]}["grpc"]
+            assert port == {p["name"]: p["port"] for p in
+                            services["tf-serving"]["spec"]["ports"]}["grpc"]
     experiments = config_map_file(objects, "router-config", "experiments.yaml")
     load_config(ExperimentConfig, experiments, tmp_path, "experiments.yaml")
 
@@ -247,6 +257,10 @@ def test_tf_serving_config_serves_both_models_with_rollout_labels(overlay, tmp_p
         "containers"][0]
     assert container["image"] == "tensorflow/serving:2.16.1"  # the training TF version
     assert "--model_config_file=/etc/tf-serving/models.config" in container["args"]
+    # connections age out as our own servers' do, so clients re-resolve the headless
+    # Service and reach replicas added since
+    assert (f"grpc.max_connection_age_ms={grpc_server.MAX_CONNECTION_AGE_MS}"
+            in " ".join(container["args"]))
     experiments = load_config(ExperimentConfig, config_map_file(
         objects, "router-config", "experiments.yaml"), tmp_path, "experiments.yaml")
     for model, source in sources.items():
