@@ -2,6 +2,10 @@
 
   python -m tools.stack --workdir var            # foreground; Ctrl-C or SIGTERM stops all
 
+A service that exits is restarted, as Kubernetes restarts a container, after a backoff
+that grows with its recent crashes (`restart_delay`); the others keep serving. The stack
+stops on Ctrl-C / SIGTERM, or when a service keeps crashing (it says which and why).
+
 Services and their start order come from BUILD; each gets its own config file plus the
 overrides that wire it to the others (ports, model repository, catalog). Logs go to
 `<workdir>/logs/<service>.log`. Tests use `Stack` with free ports.
@@ -209,6 +213,71 @@ class Stack:
             self.stop_service(name)
 
 
+# Seconds before a crashed service's restart, by how many times it crashed within
+# CRASH_WINDOW; past the last, it is crash-looping and the stack stops.
+RESTART_BACKOFF = (1, 2, 4, 8, 16)
+CRASH_WINDOW = 120.0
+
+
+def restart_delay(crashes: list[float], now: float) -> float | None:
+    """Seconds to wait before restarting a service that crashed at the times `crashes`
+    (the newest included); None when it crashed too often to go on."""
+    recent = sum(1 for t in crashes if now - t < CRASH_WINDOW)
+    return RESTART_BACKOFF[recent - 1] if recent <= len(RESTART_BACKOFF) else None
+
+
+class CrashLoop(RuntimeError):
+    pass
+
+
+class Supervisor:
+    """Watches the stack's processes and restarts those that exit (see restart_delay)."""
+
+    def __init__(self, stack: "Stack", progress=print):
+        self.stack, self.progress = stack, progress
+        self.crashes: dict[str, list[float]] = {}
+        self.due: dict[str, float] = {}  # name -> when to restart it
+        self.targets = build_manifest.load()
+
+    def check(self) -> None:
+        """Notes the processes that exited and restarts those whose backoff is over;
+        raises CrashLoop for a service that keeps crashing."""
+        now = time.monotonic()
+        for name, process in list(self.stack.processes.items()):
+            code = process.popen.poll()
+            if code is not None:
+                del self.stack.processes[name]
+                self._crashed(name, f"exited (code {code})", process.log_path, now)
+        for name, due in list(self.due.items()):
+            if now < due:
+                continue
+            del self.due[name]
+            base, _, replica = name.partition("#")
+            started = time.monotonic()
+            try:
+                process = self.stack.start_service(self.targets[base],
+                                                   replica=int(replica or 0))
+            except (RuntimeError, TimeoutError) as err:
+                log_path = self.stack.processes[name].log_path
+                self.stack.stop_service(name)
+                self._crashed(name, f"did not come back ({str(err).splitlines()[0]})",
+                              log_path, time.monotonic())
+                continue
+            self.progress(f"{name} restarted, ready in {time.monotonic() - started:.1f}s "
+                          f"(pid {process.popen.pid})")
+
+    def _crashed(self, name: str, what: str, log_path: Path, now: float) -> None:
+        self.crashes.setdefault(name, []).append(now)
+        delay = restart_delay(self.crashes[name], now)
+        if delay is None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise CrashLoop(f"{name} {what}, its {len(self.crashes[name])}th crash in "
+                            f"{CRASH_WINDOW:.0f}s: giving up; its last log lines "
+                            f"({log_path}):\n  " + "\n  ".join(tail))
+        self.progress(f"{name} {what}; restarting in {delay}s (log: {log_path})")
+        self.due[name] = now + delay
+
+
 def unpushed_models(workdir: str) -> list[str]:
     """A line per model the gates never let into the model repository, with why (the
     last run's final gate). The stack serves without them: see WITHOUT_MODELS."""
@@ -252,13 +321,10 @@ def main(argv=None) -> int:
         stack.start(progress=lambda line: print(line, flush=True))
         print(f"ready: RecommendService on {stack.address('services/router')}; "
               f"logs in {workdir / 'logs'}; Ctrl-C stops", flush=True)
+        supervisor = Supervisor(stack, progress=lambda line: print(line, flush=True))
         while not stopping:
-            for process in stack.processes.values():
-                if process.popen.poll() is not None:
-                    print(f"error: {process.name} exited; see {process.log_path}",
-                          file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+            supervisor.check()
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     except (RuntimeError, TimeoutError) as err:
