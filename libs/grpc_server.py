@@ -36,8 +36,6 @@ MAX_CONNECTION_AGE_MS = 30_000
 _SERVER_ONLY_OPTIONS = [("grpc.so_reuseport", 0),
                         ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                         ("grpc.max_connection_age_grace_ms", 10_000)]
-# Reconnect within a second once a restarted dependency is back (gRPC's default backoff
-# grows to two minutes, which would keep a healthy stage in fallback that long).
 # Every client spreads its calls over all the addresses its target resolves to (a
 # headless Service's pods in Kubernetes, `ipv4:a:p,b:q` locally) instead of pinning one
 # connection, and retries a call that failed UNAVAILABLE (a replica gone) on another,
@@ -47,6 +45,8 @@ SERVICE_CONFIG = json.dumps({
     "methodConfig": [{"name": [{}], "retryPolicy": {
         "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
         "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+# Reconnect within a second once a restarted dependency is back (gRPC's default backoff
+# grows to two minutes, which would keep a healthy stage in fallback that long).
 CHANNEL_OPTIONS = SERVER_OPTIONS + [("grpc.initial_reconnect_backoff_ms", 100),
                                     ("grpc.min_reconnect_backoff_ms", 100),
                                     ("grpc.max_reconnect_backoff_ms", 1000),

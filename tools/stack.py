@@ -84,8 +84,8 @@ class Stack:
         self.workdir = Path(workdir).resolve()
         self.ports = ports or configured_ports()
         self.extra = extra or {}
-        self.replica_ports = {name: [ports] + [(free_port(), free_port()) for _ in range(
-            (replicas or {}).get(name, 1) - 1)] for name, ports in self.ports.items()}
+        self.replica_ports = {name: [first] + [(free_port(), free_port()) for _ in range(
+            (replicas or {}).get(name, 1) - 1)] for name, first in self.ports.items()}
         self.processes: dict[str, Process] = {}
 
     @classmethod

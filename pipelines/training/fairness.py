@@ -21,8 +21,7 @@ not noise: each group's metric comes with a bootstrap over its users (`SAMPLES` 
 for RMSE a user's ratings stay together), and a gap blocks a model only when it breaks
 the bound at the lower end of its `confidence` interval (the difference of the two
 extreme groups' draws, or a group's excess over the baseline; for a ratio, the upper
-end). The genre gap, a statistic of a
-group's pooled counts, is judged on its value.
+end). The genre gap, a statistic of a group's pooled counts, is judged on its value.
 """
 from __future__ import annotations
 
