@@ -94,6 +94,9 @@ def test_the_policy_catches_each_kind_of_breach():
     pod["securityContext"]["runAsNonRoot"] = False
     pod["automountServiceAccountToken"] = True
     pod["initContainers"][0]["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
+    sidecar = next(c for c in find(objects, "Deployment", "tf-serving")["spec"]["template"][
+        "spec"]["containers"] if c["name"] == "sync-models")
+    del sidecar["livenessProbe"]  # a hung model sync would go unnoticed
     objects = [o for o in objects if o["kind"] != "PodDisruptionBudget"
                and o["metadata"]["name"] != "default-deny"]
     found = "\n".join(manifests.policy_violations(objects))
@@ -104,6 +107,7 @@ def test_the_policy_catches_each_kind_of_breach():
                      "Deployment/router: pod does not run as a non-root user",
                      "Deployment/router: mounts a service account token",
                      "router/fetch-features: capabilities are not all dropped",
+                     "tf-serving/sync-models: no liveness probe",
                      "Deployment/candidate: no PodDisruptionBudget",
                      "no default-deny NetworkPolicy"):
         assert expected in found, expected
