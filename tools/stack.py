@@ -237,7 +237,7 @@ class Supervisor:
         self.stack, self.progress = stack, progress
         self.crashes: dict[str, list[float]] = {}
         self.due: dict[str, float] = {}  # name -> when to restart it
-        self.targets = build_manifest.load()
+        self.targets = {t.name: t for t in SERVICES}
 
     def check(self) -> None:
         """Notes the processes that exited and restarts those whose backoff is over;
