@@ -1,7 +1,8 @@
 """The services' feature client: one batched read per request, typed by the feature spec.
 
 Two sources behind one interface:
-  FeastFeatures    the Feast online store (SQLite here, Redis in production): the default
+  FeastFeatures    the Feast online store (SQLite here, Redis in production), read
+                   through the thin readers of libs/online_store.py: the default
   CatalogFeatures  the raw CSV tables the feature job lands (no Feast needed)
 Missing entities get the spec's defaults and are counted. When the store cannot answer
 (e.g. Redis down) every value falls back to the defaults, the result says `degraded`,
@@ -9,7 +10,6 @@ and the caller still answers: a feature outage never becomes a client error.
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import csv
 import json
@@ -152,66 +152,45 @@ class CatalogFeatures(PopularItems):
 
 class _ItemCache:
     """Item features change rarely and every request reads a hundred of them: keep each
-    for `ttl` seconds (unknown items too), so a request reads mostly its user."""
+    for `ttl` seconds (unknown items too), so a request reads mostly its user. Holds at
+    most `size` items: past that the oldest entries go first."""
 
-    def __init__(self, ttl: float):
-        self.ttl = ttl
+    def __init__(self, ttl: float, size: int):
+        self.ttl, self.size = ttl, size
         self._rows: dict[str, tuple[float, dict | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
     def get(self, item_id: str, now: float):
         entry = self._rows.get(item_id)
         return entry if entry and entry[0] > now else None
 
     def put(self, item_id: str, row: dict | None, now: float) -> None:
-        if self.ttl > 0:
-            self._rows[item_id] = (now + self.ttl, row)
-
-
-def _python(value):
-    """One Feast Value proto -> a Python value; None when unset."""
-    kind = value.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return None
-    found = getattr(value, kind)
-    return list(found.val) if kind.endswith("_list_val") else found
-
-
-class _Columns:
-    """An online read's values, converted from Feast's proto only where asked: its
-    to_dict converts every value of every row (the user's too, once per candidate),
-    a millisecond at a hundred candidates."""
-
-    def __init__(self, response):
-        proto = response.proto
-        self._results = proto.results
-        self._index = {n: i for i, n in enumerate(proto.metadata.feature_names.val)}
-
-    def value(self, name: str, row: int):
-        return _python(self._results[self._index[name]].values[row])
+        if self.ttl <= 0 or self.size <= 0:
+            return
+        self._rows.pop(item_id, None)  # re-inserted last: dict order is age order
+        while len(self._rows) >= self.size:
+            del self._rows[next(iter(self._rows))]
+        self._rows[item_id] = (now + self.ttl, row)
 
 
 class FeastFeatures(PopularItems):
-    def __init__(self, store, popular: list[tuple[str, float]], num_items: int,
-                 item_cache_seconds: float = 60.0, item_trends: dict | None = None,
-                 trends_as_of: int = 0):
-        super().__init__(popular, item_trends, trends_as_of)
-        self.store = store
-        self.num_items = num_items
-        self.item_cache = _ItemCache(item_cache_seconds)
-        self._query = store.get_feature_service(QUERY_SERVICE)
-        # the model's inputs only: every extra column costs a conversion per candidate
-        refs: dict[str, list[str]] = {"user": [], "item": []}
-        for projection in store.get_feature_service(RANKING_SERVICE).feature_view_projections:
-            entity = store.get_feature_view(projection.name).entities[0]
-            refs[entity] += [f"{projection.name}:{f.name}" for f in projection.features
-                             if f.name in feature_spec.BY_NAME]
-        self._user_refs, self._item_refs = refs["user"], refs["item"]
+    """Reads Feast's online store through libs/online_store.py's thin readers; what each
+    service reads comes from the feature services in Feast's registry."""
 
-    async def _read(self, features, rows: list[dict]) -> _Columns | None:
+    def __init__(self, reader, reads: dict, popular: list[tuple[str, float]],
+                 num_items: int, item_cache_seconds: float = 60.0,
+                 item_trends: dict | None = None, trends_as_of: int = 0,
+                 item_cache_size: int = 100_000):
+        super().__init__(popular, item_trends, trends_as_of)
+        self.reader, self.num_items = reader, num_items
+        self._query, self._user, self._item = reads["query"], reads["user"], reads["item"]
+        self.item_cache = _ItemCache(item_cache_seconds, item_cache_size)
+
+    async def _read(self, requests) -> list | None:
         try:
-            response = await asyncio.to_thread(self.store.get_online_features,
-                                               features=features, entity_rows=rows)
-            return _Columns(response)
+            return await self.reader.read(requests)
         except Exception as err:  # any store failure: defaults, flagged, counted
             DEGRADED.inc()
             log.event(logger, "feature store read failed; using defaults", logging.WARNING,
@@ -219,66 +198,78 @@ class FeastFeatures(PopularItems):
             return None
 
     @staticmethod
-    def _user(columns: _Columns, row: int, user_id: str) -> dict | None:
-        values = {n: columns.value(n, row) for n in feature_spec.USER_FEATURES
-                  if n != "user_id"}
+    def _typed_user(row: dict | None, user_id: str) -> dict | None:
+        values = {n: (row or {}).get(n) for n in feature_spec.USER_FEATURES if n != "user_id"}
         if all(v is None for v in values.values()):
+            MISSING.labels("user").inc()
             return None
         return {**default_user(user_id),
                 **{n: feature_spec.coerce(n, v) for n, v in values.items() if v is not None}}
 
     async def query_features(self, user_id: str) -> QueryFeatures:
         with READ_SECONDS.labels("query").time():
-            return await self._query_features(user_id)
+            found = await self._read([(self._query, [user_id])])
+        if found is None:
+            return QueryFeatures(default_user(user_id), degraded=True)
+        row = found[0][0] or {}
+        return QueryFeatures(self._typed_user(row, user_id),
+                             set(row.get("rated_items") or ()),
+                             list(row.get("recent_items") or ()))
 
     async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
+        """One round trip: the user and the items not in the cache."""
         with READ_SECONDS.labels("ranking").time():
-            return await self._ranking_features(user_id, item_ids)
-
-    async def _query_features(self, user_id: str) -> QueryFeatures:
-        columns = await self._read(self._query, [{"user_id": user_id}])
-        if columns is None:
-            return QueryFeatures(default_user(user_id), degraded=True)
-        user = self._user(columns, 0, user_id)
-        if user is None:
-            MISSING.labels("user").inc()
-        return QueryFeatures(user, set(columns.value("rated_items", 0) or ()),
-                             list(columns.value("recent_items", 0) or ()))
-
-    async def _ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
-        """One read: the user and the items not in the cache."""
-        now = time.monotonic()
-        known = {}
-        for item_id in item_ids:
-            entry = self.item_cache.get(item_id, now)
-            if entry is not None:
-                known[item_id] = entry[1]
-        missing = [i for i in dict.fromkeys(item_ids) if i not in known]
-        if missing:
-            columns = await self._read(self._user_refs + self._item_refs,
-                                       [{"user_id": user_id, "item_id": i} for i in missing])
-        else:
-            columns = await self._read(self._user_refs, [{"user_id": user_id}])
-        if columns is None:  # cached items keep their features; the rest get defaults
+            now = time.monotonic()
+            known = {}
+            for item_id in item_ids:
+                entry = self.item_cache.get(item_id, now)
+                if entry is not None:
+                    known[item_id] = entry[1]
+            missing = [i for i in dict.fromkeys(item_ids) if i not in known]
+            found = await self._read([(self._user, [user_id]), (self._item, missing)])
+        if found is None:  # cached items keep their features; the rest get defaults
             return RankingFeatures(default_user(user_id),
                                    _item_columns(item_ids, lambda _, i: known.get(i)),
                                    degraded=True)
-        user = self._user(columns, 0, user_id)
-        if user is None:
-            MISSING.labels("user").inc()
-        names = [n for n in feature_spec.ITEM_FEATURES if n != "item_id"]
-        for row_number, item_id in enumerate(missing):
-            row = {n: columns.value(n, row_number) for n in names}
-            known[item_id] = None if all(v is None for v in row.values()) else row
-            self.item_cache.put(item_id, known[item_id], now)
-        return RankingFeatures(user or default_user(user_id),
+        for item_id, row in zip(missing, found[1]):
+            known[item_id] = row
+            self.item_cache.put(item_id, row, now)
+        return RankingFeatures(self._typed_user(found[0][0], user_id) or default_user(user_id),
                                _item_columns(item_ids, lambda _, i: known.get(i)))
+
+    async def close(self) -> None:
+        await self.reader.close()
+
+
+def _entity_reads(store) -> dict:
+    """What the services read, from the feature services in Feast's registry: the query
+    tower's user features and history; the ranking model's user and item inputs (only the
+    model's inputs: every extra column costs a conversion per candidate)."""
+    from libs.online_store import EntityRead
+
+    def read(service: str, join_key: str, only_inputs: bool) -> EntityRead:
+        features = []
+        for projection in store.get_feature_service(service).feature_view_projections:
+            view = store.get_feature_view(projection.name)
+            if store.get_entity(view.entities[0]).join_key != join_key:
+                continue
+            if view.ttl and view.ttl.total_seconds() > 0:
+                raise FeatureStoreError(f"feature view {view.name!r} has a TTL; the "
+                                        "services' readers do not expire values")
+            features += [(view.name, f.name) for f in projection.features
+                         if not only_inputs or f.name in feature_spec.BY_NAME]
+        return EntityRead(join_key, tuple(features))
+
+    return {"query": read(QUERY_SERVICE, "user_id", False),
+            "user": read(RANKING_SERVICE, "user_id", True),
+            "item": read(RANKING_SERVICE, "item_id", True)}
 
 
 def open_feast(config_path: str | Path, store_dir: str | Path,
-               item_cache_seconds: float = 60.0) -> FeastFeatures:
+               item_cache_seconds: float = 60.0, item_cache_size: int = 100_000
+               ) -> FeastFeatures:
     """The Feast online store the ingestion job filled (`make features`)."""
-    from libs import config as config_lib
+    from libs import config as config_lib, online_store
     from libs.feature_store_config import FeatureStoreConfig, repo_config
 
     store_dir = Path(store_dir)
@@ -288,11 +279,18 @@ def open_feast(config_path: str | Path, store_dir: str | Path,
                                 "first (make features)")
     config = config_lib.load(FeatureStoreConfig, config_path)
     from feast import FeatureStore
-    store = FeatureStore(config=repo_config(config, store_dir))
+    reads = _entity_reads(FeatureStore(config=repo_config(config, store_dir)))
+    online = config.online_store
+    if online.type == "redis":
+        reader = online_store.RedisReader(config.project, timeout_seconds=online.timeout_ms
+                                          / 1000, **online.redis_address())
+    else:
+        reader = online_store.SqliteReader(config.project, str(store_dir / online.path))
     summary = json.loads(summary_path.read_text())
     popular = [(item, float(score)) for item, score in summary["popular"]]
-    return FeastFeatures(store, popular, summary["num_items"], item_cache_seconds,
-                         summary.get("item_trends"), summary.get("trends_as_of", 0))
+    return FeastFeatures(reader, reads, popular, summary["num_items"], item_cache_seconds,
+                         summary.get("item_trends"), summary.get("trends_as_of", 0),
+                         item_cache_size)
 
 
 def open_popular(config) -> PopularItems:
@@ -313,4 +311,4 @@ def open_features(config) -> CatalogFeatures | FeastFeatures:
     if config.feature_source == "catalog":
         return CatalogFeatures(config.catalog_dir)
     return open_feast(config.feature_store_config, config.feature_store_dir,
-                      config.item_cache_seconds)
+                      config.item_cache_seconds, config.item_cache_size)

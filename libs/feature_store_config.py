@@ -29,6 +29,30 @@ class OnlineStore:
             raise ValueError("field 'online_store.connection_string' is required for redis")
         if self.timeout_ms <= 0:
             raise ValueError("field 'online_store.timeout_ms' must be positive")
+        if self.type == "redis":
+            self.redis_address()
+
+    def redis_address(self) -> dict:
+        """connection_string 'host:port[,db=N][,password=...][,ssl=true]' as keyword
+        arguments of libs.online_store.RedisReader."""
+        address, *options = self.connection_string.split(",")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("field 'online_store.connection_string' must start with "
+                             f"host:port, got {address!r}")
+        found: dict = {"host": host, "port": int(port)}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "db" and value.isdigit():
+                found["db"] = int(value)
+            elif key == "password":
+                found["password"] = value
+            elif key == "ssl" and value.lower() in ("true", "false"):
+                found["ssl"] = value.lower() == "true"
+            else:
+                raise ValueError(f"field 'online_store.connection_string': {option!r} is "
+                                 "not db=<number>, password=<text> or ssl=true|false")
+        return found
 
 
 @dataclass

@@ -40,6 +40,7 @@ class FeatureClientConfig(ServiceConfig):
     catalog_dir: str = "var/data/raw"  # for feature_source: catalog (the landed tables)
     # how long item features are reused before being read again; 0 reads every time
     item_cache_seconds: float = 60.0
+    item_cache_size: int = 100_000  # items held at most (oldest go first)
 
     def validate(self) -> None:
         super().validate()
@@ -48,6 +49,8 @@ class FeatureClientConfig(ServiceConfig):
                              f"got {self.feature_source!r}")
         if self.item_cache_seconds < 0:
             raise ValueError("field 'item_cache_seconds' must not be negative")
+        if self.item_cache_size < 0:
+            raise ValueError("field 'item_cache_size' must not be negative")
 
 
 @dataclass

@@ -6,7 +6,8 @@
 On generated data (`--ratings`), in one process so the figures compare:
   batch job        the Beam feature job (DirectRunner, training environment): rows/s
   materialization  into SQLite and into a real redis-server on a free loopback port
-  online reads     1 user + 100 items, Feast's get_online_features, both stores
+  online reads     1 user + 100 items, both stores: Feast's get_online_features and the
+                   services' thin reader (libs/online_store.py) on the same draws
   training sets    get_historical_features (DuckDB offline store) for `--rows` label rows
   streaming        the stream worker against the Redis store: event published -> visible
                    in the online store (one probe at a time), and a backlog's drain rate
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from libs.feature_store import open_feast
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.data import synthetic
 from pipelines.features import ingest, tables
@@ -40,19 +43,39 @@ def percentiles(latencies_ms: list[float]) -> dict:
             "p99_ms": round(ordered[max(0, int(0.99 * len(ordered)) - 1)], 2)}
 
 
-def online_reads(store, users, items, reads: int) -> dict:
+def online_reads(store, client, users, items, reads: int) -> dict:
+    """1 user + 100 items, the same draws through Feast's get_online_features and through
+    the services' client (libs/online_store.py's thin reader, item cache off)."""
+    import asyncio
+
     service = store.get_feature_service("ranking")
     rng = np.random.default_rng(0)
-    latencies = []
-    for i in range(reads + 20):
-        user = users[rng.integers(len(users))]
-        rows = [{"user_id": user, "item_id": item}
-                for item in rng.choice(items, 100, replace=False)]
+    draws = [(str(users[rng.integers(len(users))]),
+              [str(i) for i in rng.choice(items, 100, replace=False)])
+             for _ in range(reads + 20)]
+
+    def feast(user, chosen):
+        store.get_online_features(features=service, entity_rows=[
+            {"user_id": user, "item_id": item} for item in chosen])
+
+    async def thin():
+        latencies = []
+        for i, (user, chosen) in enumerate(draws):
+            start = time.perf_counter()
+            await client.ranking_features(user, chosen)
+            if i >= 20:  # warm-up
+                latencies.append((time.perf_counter() - start) * 1000)
+        return latencies
+
+    feast_latencies = []
+    for i, draw in enumerate(draws):
         start = time.perf_counter()
-        store.get_online_features(features=service, entity_rows=rows)
-        if i >= 20:  # warm-up
-            latencies.append((time.perf_counter() - start) * 1000)
-    return percentiles(latencies)
+        feast(*draw)
+        if i >= 20:
+            feast_latencies.append((time.perf_counter() - start) * 1000)
+    ours, theirs = percentiles(asyncio.run(thin())), percentiles(feast_latencies)
+    return {"services_reader": ours, "feast_get_online_features": theirs,
+            "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 2)}
 
 
 def historical(store, labels: pd.DataFrame, rows: int) -> float:
@@ -89,11 +112,16 @@ def offline_store_benchmarks(args, redis_address: str) -> dict:
             store = ingest.ingest(config, workdir / kind, tables_dir=tables_dir,
                                   progress=None)
             seconds = time.perf_counter() - start
+            config_file = workdir / kind / "store.yaml"
+            config_file.write_text(yaml.safe_dump({"online_store": {
+                "type": kind, "connection_string": redis_address if kind == "redis" else ""}}))
+            client = open_feast(config_file, workdir / kind / "features",
+                                item_cache_seconds=0)
             results[kind] = {"materialize_seconds": round(seconds, 1),
                              "table_rows_read_per_second": round(table_rows / seconds),
                              "online_rows_written_per_second": round(online_rows / seconds),
-                             "online_1_user_100_items": online_reads(store, users, items,
-                                                                     args.reads)}
+                             "online_1_user_100_items": online_reads(
+                                 store, client, users, items, args.reads)}
             print(f"{kind}: {results[kind]}", flush=True)
         results["stream"] = stream_freshness(workdir / "redis", redis_address, users, items,
                                              probes=min(args.reads, 200))
@@ -110,7 +138,6 @@ def stream_freshness(workdir: Path, redis_address: str, users, items, probes: in
     import subprocess
     import sys
 
-    import yaml
 
     from pipelines.features import stream
     from tools.stack import service_env
@@ -194,7 +221,6 @@ def _bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 def through_ranking_service(workdir: Path, redis_address: str, reads: int) -> dict:
     import grpc
-    import yaml
 
     from recsys.v1 import common_pb2, ranking_pb2, ranking_pb2_grpc
     from tools import build_manifest
