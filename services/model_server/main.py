@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,9 +23,14 @@ from services.model_server.repository import ModelRepository  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-async def _answer(context: grpc.aio.ServicerContext, fn, *args):
+async def _answer(context: grpc.aio.ServicerContext, fn, *args,
+                  pool: ThreadPoolExecutor | None = None):
+    """fn's answer, or its ServingError as the gRPC status; in `pool` when given, so the
+    event loop keeps serving other calls meanwhile (TensorFlow releases the GIL)."""
     try:
-        return fn(*args)
+        if pool is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     except prediction.ServingError as err:
         await context.abort(err.code, err.message)
 
@@ -32,11 +38,11 @@ async def _answer(context: grpc.aio.ServicerContext, fn, *args):
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress, MultiInference are UNIMPLEMENTED."""
 
-    def __init__(self, repo: ModelRepository):
-        self.repo = repo
+    def __init__(self, repo: ModelRepository, pool: ThreadPoolExecutor):
+        self.repo, self.pool = repo, pool
 
     async def Predict(self, request, context):
-        return await _answer(context, prediction.predict, self.repo, request)
+        return await _answer(context, prediction.predict, self.repo, request, pool=self.pool)
 
     async def GetModelMetadata(self, request, context):
         return await _answer(context, prediction.model_metadata, self.repo, request)
@@ -62,9 +68,11 @@ async def serve(config: ModelServerConfig) -> None:
                   logging.WARNING)
     repo.poll()  # load what is there before accepting traffic
 
+    pool = ThreadPoolExecutor(config.predict_threads, thread_name_prefix="predict")
+
     def register(server):
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(repo), server)
+            PredictionServicer(repo, pool), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repo), server)
         return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
 
@@ -72,11 +80,12 @@ async def serve(config: ModelServerConfig) -> None:
                                      config.metrics_port, config.grace_seconds)
     poller = asyncio.create_task(_poll(repo, server, config.poll_seconds, config_file))
 
-    async def stop_polling():
+    async def stop():
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
-    await server.wait(on_stop=stop_polling)
+        pool.shutdown(wait=False)
+    await server.wait(on_stop=stop)
 
 
 async def _poll(repo: ModelRepository, server: grpc_server.Server, interval: float,
