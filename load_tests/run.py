@@ -30,28 +30,31 @@ from tools.stack import ROOT, Stack, free_port, service_env
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLOCK_TICKS
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-def sequential(call, n: int, pids: list[int]) -> dict:
+def sequential(call, n: int, pids: dict[str, int]) -> dict:
+    """Latency of `n` calls one after another, and the CPU they cost: in total and by
+    process (`pids`: name -> pid; "client" is this process)."""
     for _ in range(min(200, n)):  # warm-up
         call()
     latencies = []
-    cpu_before = cpu_seconds(pids) + time.process_time()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    client_before = time.process_time()
     for _ in range(n):
         start = time.perf_counter()
         call()
         latencies.append((time.perf_counter() - start) * 1000)
-    cpu = cpu_seconds(pids) + time.process_time() - cpu_before
+    by_process = {name: (cpu_seconds(pid) - before[name]) / n * 1000
+                  for name, pid in pids.items()}
+    by_process["client"] = (time.process_time() - client_before) / n * 1000
     latencies.sort()
     return {"calls": n, "p50_ms": round(statistics.median(latencies), 3),
             "p99_ms": round(latencies[int(0.99 * n) - 1], 3),
-            "cpu_ms_per_call": round(cpu / n * 1000, 3)}
+            "cpu_ms_per_call": round(sum(by_process.values()), 3),
+            "cpu_ms_per_call_by_process": {k: round(v, 3) for k, v in by_process.items()}}
 
 
 def echo_baseline(n: int, sync: bool = False) -> dict:
@@ -64,7 +67,7 @@ def echo_baseline(n: int, sync: bool = False) -> dict:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             echo = channel.unary_unary("/echo.Echo/Echo")
             payload = b"x" * 64
-            return sequential(lambda: echo(payload, timeout=2), n, [server.pid])
+            return sequential(lambda: echo(payload, timeout=2), n, {"server": server.pid})
     finally:
         server.terminate()
         server.wait()
@@ -135,7 +138,8 @@ def main(argv=None) -> int:
             print("starting the stack on free ports...", flush=True)
             stack.start(progress=print)
         target = args.target or stack.address("services/router")
-        pids = [p.popen.pid for p in stack.processes.values()] if stack else []
+        pids = ({name.rsplit("/", 1)[-1]: p.popen.pid for name, p in stack.processes.items()}
+                if stack else {})
         with grpc.insecure_channel(target) as channel:
             stub = recommend_pb2_grpc.RecommendServiceStub(channel)
             requests = itertools.cycle(
@@ -168,6 +172,8 @@ def main(argv=None) -> int:
   same, sync server    {_row(echo_sync)}
   Recommend            {_row(recommend)}
   ratio                {s['latency_ratio']:8.1f}          {s['cpu_ratio']:10.1f}
+  Recommend CPU by process (ms/call): {', '.join(
+        f'{k} {v:.2f}' for k, v in recommend['cpu_ms_per_call_by_process'].items())}
 
   locust: {lc['users']} users, {lc['seconds']} s: {lc['rps']} RPS, p50 {lc['p50_ms']:.0f} ms,
           p95 {lc['p95_ms']:.0f} ms, p99 {lc['p99_ms']:.0f} ms, {lc['failures']} failures
