@@ -1,6 +1,8 @@
 """First stage: a user's candidates, minus what they rated.
 
-The two-tower model answers first; its version's other sources (item-to-item, EASE
+The two-tower model answers first: its query embedding searched in that version's
+candidate index (version_index.py), or for a version without one, the model's own
+top-k. Its version's other sources (item-to-item, EASE
 neighbours of what the user rated, trending and popular items) are merged with it and the
 union ordered by that version's blend (merge.py). A version without sources serves the
 two-tower order. Falls back to the most popular unseen items (flagged) for an unknown
@@ -18,33 +20,40 @@ from libs.feature_store import CatalogFeatures, FeastFeatures, default_user
 from libs.serving_client import ModelClient, to_tensor_proto
 from recsys.v1 import candidate_pb2, common_pb2
 from services.candidate.merge import TREND_DEPTH, VersionSources, merge
+from services.candidate.version_index import VersionIndexes
 
 logger = logging.getLogger(__name__)
 Reason = common_pb2.FallbackReason
+EMBEDDING_SIGNATURE = "query_embedding"  # the retrieval model's query tower
 
 
 class InvalidRequest(ValueError):
     pass
 
 
-def query_inputs(user: dict, rated_items: set[str], timestamp: int, k: int) -> dict:
+def query_inputs(user: dict, rated_items: set[str], timestamp: int,
+                 k: int | None = None) -> dict:
     """Retrieval model inputs for one user, in the spec's types; the history feature is
-    everything the user rated, as the online `user_rated_items` view holds it."""
+    everything the user rated, as the online `user_rated_items` view holds it. `k` only
+    for the model's own top-k (serving_default), not for its query embedding."""
     row = {**user, "rated_items": feature_spec.join_items(rated_items),
            "timestamp": timestamp or int(time.time())}
     inputs = {n: to_tensor_proto([row[n]], feature_spec.BY_NAME[n].dtype)
               for n in feature_spec.RETRIEVAL_INPUTS}
-    inputs["k"] = to_tensor_proto(k, "int32")
+    if k is not None:
+        inputs["k"] = to_tensor_proto(k, "int32")
     return inputs
 
 
 class CandidateGenerator:
     def __init__(self, features: CatalogFeatures | FeastFeatures, client: ModelClient,
                  model_name: str, max_candidates: int, sources: VersionSources | None = None,
-                 default_sources: tuple[str, ...] = ("two_tower",)):
+                 default_sources: tuple[str, ...] = ("two_tower",),
+                 indexes: VersionIndexes | None = None):
         self.features, self.client = features, client
         self.model_name, self.max_candidates = model_name, max_candidates
         self.sources, self.default_sources = sources, tuple(default_sources)
+        self.indexes = indexes
         self.trend_orders = candidate_sources.TrendOrders(
             features.item_trends, depth=TREND_DEPTH)
 
@@ -61,11 +70,39 @@ class CandidateGenerator:
         """One feature read and one retrieval call before taking traffic: the first of
         each (registry load, graph warm-up) is slow enough to miss a request deadline."""
         found = await self.features.query_features("warm-up")
-        try:
-            await self.client.predict(self.model_name, query_inputs(
-                found.user or default_user("warm-up"), found.rated_items, 0, 10), timeout=30)
-        except grpc.aio.AioRpcError as err:
-            log.event(logger, "warm-up call failed", logging.WARNING, code=err.code().name)
+        if self.indexes:
+            await self.indexes.load_newest()
+        for signature, k in (("serving_default", 10), (EMBEDDING_SIGNATURE, None)):
+            try:
+                await self.client.predict(self.model_name, query_inputs(
+                    found.user or default_user("warm-up"), found.rated_items, 0, k),
+                    signature=signature, timeout=30)
+            except grpc.aio.AioRpcError as err:
+                log.event(logger, "warm-up call failed", logging.WARNING,
+                          code=err.code().name, signature=signature)
+
+    async def _two_tower(self, request, found, exclude: set[str], n: int):
+        """(the prediction, the two-tower's n best items not in `exclude`). With indexes:
+        the query embedding, searched in the index of the version that embedded it; when
+        that index is not loaded (yet), that same version's own top-k."""
+        timestamp = request.context.timestamp_seconds
+        version, label = request.model_version, request.model_version_label
+        if self.indexes:
+            prediction = await self.client.predict(
+                self.model_name, query_inputs(found.user, found.rated_items, timestamp),
+                signature=EMBEDDING_SIGNATURE, version=version, label=label)
+            index = self.indexes.get(prediction.version)
+            if index is not None:
+                query = prediction.outputs["embedding"][0]
+                return prediction, self.indexes.search(index, query, n, exclude)
+            version, label = prediction.version, ""
+        k = min(n + len(exclude), self.features.num_items)
+        prediction = await self.client.predict(
+            self.model_name, query_inputs(found.user, found.rated_items, timestamp, k),
+            version=version, label=label)
+        ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]
+        two_tower = [(raw.decode(), float(score)) for raw, score in zip(ids, scores)]
+        return prediction, [(item, s) for item, s in two_tower if item not in exclude][:n]
 
     async def candidates(self, request: candidate_pb2.CandidateRequest
                          ) -> candidate_pb2.CandidateResponse:
@@ -87,13 +124,8 @@ class CandidateGenerator:
         exclude = found.rated_items | set(request.exclude_item_ids)
         if found.user is None:
             return self._popular(n, exclude, Reason.UNKNOWN_USER)
-        k = min(n + len(exclude), self.features.num_items)
         try:
-            prediction = await self.client.predict(
-                self.model_name,
-                query_inputs(found.user, found.rated_items,
-                              request.context.timestamp_seconds, k),
-                version=request.model_version, label=request.model_version_label)
+            prediction, two_tower = await self._two_tower(request, found, exclude, n)
         except grpc.aio.AioRpcError as err:
             log.event(logger, "retrieval model failed", logging.WARNING,
                       code=err.code().name, detail=err.details())
@@ -102,9 +134,6 @@ class CandidateGenerator:
             return self._popular(n, exclude, reason, found.degraded)
         response = candidate_pb2.CandidateResponse(model_version=prediction.version,
                                                    features_degraded=found.degraded)
-        ids, scores = prediction.outputs["item_ids"][0], prediction.outputs["scores"][0]
-        two_tower = [(raw.decode(), float(score)) for raw, score in zip(ids, scores)]
-        two_tower = [(item, score) for item, score in two_tower if item not in exclude][:n]
         version_sources = (await self.sources.get(prediction.version)
                            if self.sources and wanted != {"two_tower"} else None)
         if version_sources is None:

@@ -19,9 +19,22 @@ class CandidateConfig(ModelStageConfig):
     model_base_path: str = "var/model_repo/retrieval"
     # merged when a request names none (libs/candidate_sources.py)
     sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    # Search each version's candidate index (<version>/assets.extra/candidate_index/)
+    # with its query embedding; false: ask the model for its own (brute-force) top-k.
+    candidate_index: bool = True
+    # catalogs of at least this many items are searched through the HNSW graph
+    # (approximate), smaller ones exactly
+    ann_min_items: int = 100_000
+    ann_ef_search: int = 128  # HNSW search breadth: recall against latency
+    index_poll_seconds: float = 5.0  # how often new versions' indexes are looked for
 
     def validate(self) -> None:
         super().validate()
+        for name in ("ann_min_items", "ann_ef_search"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"field '{name}' must be at least 1")
+        if self.index_poll_seconds <= 0:
+            raise ValueError("field 'index_poll_seconds' must be positive")
         unknown = [s for s in self.sources if s not in SOURCES]
         if unknown or not self.sources:
             raise ValueError(f"field 'sources' must name some of {', '.join(SOURCES)}; "

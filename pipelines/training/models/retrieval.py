@@ -6,12 +6,15 @@ softmax over the whole catalog (optionally with the user's other rated items mas
 items of the history dropped at random; exported with a BruteForce top-k index
 over every catalog item, built from the candidate tower after training, so serving is one
 call: raw user features in, item ids and scores out. Only stock TensorFlow ops are in the
-graph, so TF Serving loads it.
+graph, so TF Serving loads it. The `query_embedding` signature and the version's
+candidate index (libs/candidate_index.py, in assets.extra/) serve large catalogs: the
+candidate service searches the index of the version that embedded the query.
 """
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,7 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from libs import candidate_sources
+from libs import candidate_index, candidate_sources
 from pipelines.training.models import (distribution, fitting, hyperparameters, inputs,
                                        sources, towers)
 
@@ -161,6 +164,7 @@ class RetrievalExport(tf.Module):
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=100)
         self.index.index(candidates, identifiers=raw["item_id"])
         self.num_items = len(catalog["item_id"])
+        self.item_ids, self.candidate_embeddings = catalog["item_id"], candidates.numpy()
 
     def query_embedding(self, **raw):
         return self.model.query(self.tft_layer(inputs.as_column(raw)))
@@ -213,8 +217,23 @@ def run_fn(fn_args) -> None:
     export = RetrievalExport(tf_transform_output.transform_features_layer(), model, catalog)
     distribution.save_model(export, fn_args.serving_model_dir, export.signatures(),
                             feature_spec.MODEL_NAMES.retrieval)
+    if distribution.is_chief():
+        write_candidate_index(export, fn_args.serving_model_dir)
     if hp["candidate_sources"] and distribution.is_chief():
         write_candidate_sources(fn_args.custom_config["catalog"], fn_args.serving_model_dir)
+
+
+def write_candidate_index(export: RetrievalExport, model_dir: str) -> None:
+    """The version's candidate embeddings and HNSW graph into assets.extra/ (written
+    locally, then copied: the model directory may be gs:// or s3://)."""
+    target = os.path.join(model_dir, "assets.extra", candidate_index.DIRECTORY)
+    with tempfile.TemporaryDirectory() as local:
+        meta = candidate_index.write(local, export.item_ids, export.candidate_embeddings)
+        tf.io.gfile.makedirs(target)
+        for name in os.listdir(local):
+            tf.io.gfile.copy(os.path.join(local, name), os.path.join(target, name),
+                             overwrite=True)
+    print(f"candidate index: {meta}")
 
 
 def write_candidate_sources(items_file: str, model_dir: str) -> None:
