@@ -15,17 +15,20 @@
    catalog and with the largest size's catalog behind the same version (its index
    replaced in a copy of the model repository), one stack after the other; CPU per
    Recommend by process next to a bare gRPC echo; Locust at each `--users` count: RPS
-   against p50 / p99.
+   against p50 / p99; during one of them, each service's top functions (py-spy).
 Prints progress and figures; writes reports/scale/{summary.json, report.html, *.png}.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import html
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,9 +91,12 @@ def search_at(size: int, embeddings: np.ndarray, queries: np.ndarray,
               breadths: list[int], out: Path) -> dict:
     ids = [f"s{i}" for i in range(size)]
     directory = out / f"index-{size}"
+    import faiss
+
     start = time.perf_counter()
-    candidate_index.write(directory, ids, embeddings)
+    candidate_index.write(directory, ids, embeddings, threads=os.cpu_count())
     built = time.perf_counter() - start
+    faiss.omp_set_num_threads(1)  # one query at a time, as in the service
     start = time.perf_counter()
     graph = CandidateIndex.load(directory, graph=True)
     loaded = time.perf_counter() - start
@@ -125,19 +131,15 @@ def search_at(size: int, embeddings: np.ndarray, queries: np.ndarray,
 
 
 def search_benchmark(args, version: Path, queries: np.ndarray, out: Path) -> list[dict]:
-    import faiss
     import threadpoolctl
-    threadpoolctl.threadpool_limits(1)  # one BLAS thread, as in the service
+    threadpoolctl.threadpool_limits(1, user_api="blas")  # one BLAS thread, as the service
     trained = np.load(version / "assets.extra" / candidate_index.DIRECTORY
                       / candidate_index.EMBEDDINGS)
     results = []
     for size in [len(trained), *args.sizes]:
         print(f"search: {size:,} items (build, then {len(queries)} queries per setting)...",
               flush=True)
-        faiss.omp_set_num_threads(2)  # building uses both cores
-        embeddings = catalog(trained, size)
-        faiss.omp_set_num_threads(1)
-        results.append(search_at(size, embeddings, queries, args.breadths, out))
+        results.append(search_at(size, catalog(trained, size), queries, args.breadths, out))
         row = results[-1]
         print(f"  exact p50/p99 {row['exact']['p50_ms']}/{row['exact']['p99_ms']} ms; " +
               "; ".join(f"hnsw ef {b}: {r['p50_ms']}/{r['p99_ms']} ms recall "
@@ -158,7 +160,7 @@ def large_catalog_repo(workdir: Path, version: Path, size: int, tmp: Path) -> Pa
     target = repo / "retrieval" / version.name / "assets.extra" / candidate_index.DIRECTORY
     shutil.rmtree(target)
     candidate_index.write(target, [*ids.tolist(), *(f"s{i}" for i in range(len(extra)))],
-                          np.vstack([trained, extra]))
+                          np.vstack([trained, extra]), threads=os.cpu_count())
     return repo
 
 
@@ -193,6 +195,36 @@ def get_candidates(workdir: Path, calls: int, model_repo: Path | None = None) ->
     return percentiles(timings)
 
 
+def top_functions(raw: Path, n: int = 12) -> list[tuple[str, float]]:
+    """py-spy's raw output (one 'frame;frame;... count' line per stack) -> the functions
+    holding the most samples themselves, as shares of all samples."""
+    own, total = collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        frames, _, count = line.rpartition(" ")
+        if frames:
+            own[frames.split(";")[-1]] += int(count)
+            total += int(count)
+    return [(frame, round(count / total, 3)) for frame, count in own.most_common(n)]
+
+
+def profiled(pids: dict[str, int], seconds: int, out: Path):
+    """Starts py-spy on every service for `seconds`; the returned function waits for them
+    and gives each service's top functions."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    running = {name: (out / f"profile-{name}.txt", subprocess.Popen(
+        [spy, "record", "--rate", "200", "--duration", str(seconds), "--format", "raw",
+         "--nonblocking", "--output", str(out / f"profile-{name}.txt"), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for name, pid in pids.items()}
+
+    def collect() -> dict:
+        found = {}
+        for name, (raw, process) in running.items():
+            if process.wait() == 0 and raw.exists():
+                found[name] = top_functions(raw)
+        return found
+    return collect
+
+
 def stack_benchmark(args, workdir: Path, out: Path) -> dict:
     import grpc
 
@@ -215,9 +247,14 @@ def stack_benchmark(args, workdir: Path, out: Path) -> dict:
                 args.calls, pids)
         print(f"stack: Recommend CPU {recommend['cpu_ms_per_call']} ms per call "
               f"({recommend['cpu_ms_per_call_by_process']})", flush=True)
+        profile = {}
         for users_count in args.users:
             print(f"stack: locust, {users_count} users for {args.seconds} s...", flush=True)
+            collect = (profiled(pids, args.seconds - 5, out)
+                       if users_count == args.profile_users else None)
             point = run.run_locust(target, users_count, args.seconds, out)
+            if collect:
+                profile = collect()
             curve.append(point)
             print(f"  {point['rps']} RPS, p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
                   f"{point['failures']} failures", flush=True)
@@ -225,7 +262,7 @@ def stack_benchmark(args, workdir: Path, out: Path) -> dict:
         stack.stop()
     echo = run.echo_baseline(args.calls)
     print(f"stack: bare gRPC echo CPU {echo['cpu_ms_per_call']} ms per call", flush=True)
-    return {"recommend": recommend, "echo": echo, "curve": curve,
+    return {"recommend": recommend, "echo": echo, "curve": curve, "profile": profile,
             "cpu_in_echoes": round(recommend["cpu_ms_per_call"] / echo["cpu_ms_per_call"], 1)}
 
 
@@ -287,6 +324,10 @@ def write_report(summary: dict, out: Path) -> None:
                   for h in r["hnsw"].values())
         + f"<td>{r['build_s']} s</td><td>{r['load_s']} s</td><td>{r['file_mb']} MB</td></tr>"
         for r in summary["search"])
+    profile = (summary.get("stack") or {}).get("profile", {})
+    tops = "".join(f"<h3>{name}</h3><table border=1 cellpadding=3>" + "".join(
+        f"<tr><td>{share:.1%}</td><td><code>{html.escape(frame)}</code></td></tr>"
+        for frame, share in functions) + "</table>" for name, functions in profile.items())
     breadths = "".join(f"<th>HNSW ef {b}</th>" for b in (summary["search"][0]["hnsw"]
                                                         if summary["search"] else []))
     (out / "report.html").write_text(
@@ -294,6 +335,8 @@ def write_report(summary: dict, out: Path) -> None:
         f"<h2>Top-100 search, one query, one thread, {EXCLUDED} items excluded</h2>"
         f"<table border=1 cellpadding=4><tr><th>items</th><th>exact p50 / p99 ms</th>"
         f"{breadths}<th>build</th><th>load</th><th>files</th></tr>{rows}</table>{images}"
+        "<h2>Where each service spends its samples under load (py-spy, own time)</h2>"
+        f"{tops}"
         f"<h2>All figures</h2><pre>{json.dumps(summary, indent=1)}</pre>\n")
     print(f"report: {out / 'report.html'}, {out / 'summary.json'}")
 
@@ -308,6 +351,8 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--seconds", type=int, default=15, help="per Locust point")
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--profile-users", type=int, default=8,
+                        help="profile every service (py-spy) during this Locust point")
     parser.add_argument("--skip-stack", action="store_true", help="search figures only")
     parser.add_argument("--out", default=str(ROOT / "reports" / "scale"))
     args = parser.parse_args(argv)
