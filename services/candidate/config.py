@@ -25,7 +25,7 @@ class CandidateConfig(ModelStageConfig):
     # catalogs of at least this many items are searched through the HNSW graph
     # (approximate), smaller ones exactly
     ann_min_items: int = 100_000
-    ann_ef_search: int = 128  # HNSW search breadth: recall against latency
+    ann_ef_search: int = 512  # HNSW search breadth: recall against latency (bench-scale)
     index_poll_seconds: float = 5.0  # how often new versions' indexes are looked for
 
     def validate(self) -> None:

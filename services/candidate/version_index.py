@@ -61,10 +61,11 @@ class VersionIndexes:
             found = await asyncio.to_thread(CandidateIndex.load, path,
                                             size >= self.ann_min_items, self.ef_search)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
+            first = version not in self._failed  # said once per version, then retried
             self._failed[version] = time.monotonic() + self.retry_seconds
             log.event(logger, "no usable candidate index; the model's own top-k serves "
-                      "this version", logging.WARNING, version=version,
-                      error=str(err)[:300])
+                      "this version", logging.WARNING if first else logging.DEBUG,
+                      version=version, error=f"{type(err).__name__}: {err}"[:300])
         else:
             self._loaded[version] = found
             self._failed.pop(version, None)
