@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.data import movielens, synthetic
@@ -19,15 +20,27 @@ def load(data_dir: str = "", synthetic_data: bool = False, users: int = 943,
     return synthetic.generate(users, items, ratings, seed)
 
 
-def land(data: Dataset, raw_dir: str | Path) -> None:
-    """Writes the three tables as the raw landing layout the feature job reads
-    (users.csv, items.csv, ratings.csv), replacing what landed before."""
+@contextmanager
+def landing(raw_dir: str | Path):
+    """A new directory to write the raw tables into; it replaces raw_dir only when the
+    block finishes, so a failed landing keeps what landed before."""
     directory = Path(raw_dir)
     new = directory.with_name(directory.name + ".new")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    data.users.to_csv(new / "users.csv", index=False)
-    data.items.to_csv(new / "items.csv", index=False)
-    data.ratings.to_csv(new / "ratings.csv", index=False)
+    try:
+        yield new
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     shutil.rmtree(directory, ignore_errors=True)
     new.rename(directory)
+
+
+def land(data: Dataset, raw_dir: str | Path) -> None:
+    """Writes the three tables as the raw landing layout the feature job reads
+    (users.csv, items.csv, ratings.csv), replacing what landed before."""
+    with landing(raw_dir) as new:
+        data.users.to_csv(new / "users.csv", index=False)
+        data.items.to_csv(new / "items.csv", index=False)
+        data.ratings.to_csv(new / "ratings.csv", index=False)
