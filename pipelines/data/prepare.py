@@ -141,19 +141,36 @@ def with_history(train: pd.DataFrame, evaluation: pd.DataFrame
     return train, evaluation
 
 
+def sample_of_users(rows: pd.DataFrame, share: float) -> pd.DataFrame:
+    """The ratings of `share` of the users, chosen by a hash of the user id: a user is
+    wholly in or out, and the same users are in whatever else the data holds."""
+    if share >= 1.0:
+        return rows
+    bucket = pd.util.hash_pandas_object(rows.user_id, index=False).to_numpy() % 10_000
+    return rows[bucket < round(share * 10_000)]
+
+
 def prepare(training_set: str | Path, out: str | Path, train_fraction: float = 0.8,
-            split: str = "time", seed: int = 42, progress=print) -> dict:
+            split: str = "time", seed: int = 42, progress=print,
+            sample_users: float = 1.0) -> dict:
     progress = progress or (lambda _message: None)
     snapshot, rows = read_training_set(training_set)
-    train, evaluation = with_history(*split_rows(rows, split, train_fraction, seed))
+    sampled = sample_of_users(rows, sample_users)
+    if sampled.empty:
+        raise ValueError(f"sample_users={sample_users} keeps none of the "
+                         f"{rows.user_id.nunique():,} users")
+    train, evaluation = with_history(*split_rows(sampled, split, train_fraction, seed))
+    sample = (f", {sample_users:.0%} of users: {len(sampled):,} of {len(rows):,} ratings"
+              if sample_users < 1.0 else "")
     progress(f"prepare: span {snapshot['span']}: {len(train):,} train / "
-             f"{len(evaluation):,} eval ratings ({split} split)")
+             f"{len(evaluation):,} eval ratings ({split} split{sample})")
     span_dir = Path(out) / "examples" / f"span-{snapshot['span']}"
     shutil.rmtree(span_dir, ignore_errors=True)
     _write_examples(train, span_dir / "train" / "ratings.tfrecord", progress)
     _write_examples(evaluation, span_dir / "eval" / "ratings.tfrecord", progress)
     snapshot = {**snapshot, "training_set": str(Path(training_set).resolve()),
                 "split": split, "train_fraction": train_fraction, "split_seed": seed,
+                "sample_users": sample_users, "sampled_rows": len(sampled),
                 "train_rows": len(train),
                 "eval_rows": len(evaluation),
                 "examples_sha256": _content_hash(sorted(span_dir.rglob("*.tfrecord")))}

@@ -36,6 +36,10 @@ class PipelineConfig:
     split: str = "time"
     train_fraction: float = 0.8
     split_seed: int = 42
+    # share of users the run trains and evaluates on, each with all their ratings (chosen
+    # by a hash of the user id, so the same users whatever the data's size or order);
+    # 1.0 = the whole training set. Large data: try a sample first.
+    sample_users: float = 1.0
     retrieval_train_steps: int = 150
     ranking_train_steps: int = 750
     eval_steps: int = 20
@@ -118,6 +122,9 @@ class PipelineConfig:
         if not 0 < self.train_fraction < 1:
             raise ValueError(f"field 'train_fraction' must be in (0, 1), "
                              f"got {self.train_fraction}")
+        if not 0 < self.sample_users <= 1:
+            raise ValueError(f"field 'sample_users' must be in (0, 1], "
+                             f"got {self.sample_users}")
         if self.beam_runner not in BEAM_RUNNERS:
             raise ValueError(f"field 'beam_runner' must be one of {sorted(BEAM_RUNNERS)}, "
                              f"got {self.beam_runner!r}")

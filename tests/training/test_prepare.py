@@ -102,3 +102,30 @@ def test_history_comes_from_train_only_and_leaves_the_rated_item_out():
     # a user with no train ratings gets an empty history
     newcomer = evaluation.iloc[:1].assign(user_id="newcomer")
     assert prepare.with_history(train, newcomer)[1].rated_items.tolist() == [""]
+
+
+def test_a_sample_of_users_keeps_each_chosen_user_whole_and_the_same_users(tmp_path):
+    training_set(tmp_path / "set")
+    _, rows = prepare.read_training_set(tmp_path / "set")
+    half = prepare.sample_of_users(rows, 0.5)
+    assert 0.3 < half.user_id.nunique() / rows.user_id.nunique() < 0.7
+    # a chosen user comes with every rating; the choice holds on shuffled, smaller data
+    per_user = rows.user_id.value_counts()
+    kept = half.user_id.value_counts()
+    assert kept.equals(per_user[kept.index])
+    again = prepare.sample_of_users(rows.sample(frac=0.6, random_state=1), 0.5)
+    assert set(again.user_id) <= set(half.user_id)
+    snapshot = prepare.prepare(tmp_path / "set", tmp_path / "a", progress=None,
+                               sample_users=0.5)
+    assert snapshot["train_rows"] + snapshot["eval_rows"] == len(half) == \
+        snapshot["sampled_rows"]
+    with pytest.raises(ValueError, match="keeps none"):
+        prepare.prepare(tmp_path / "set", tmp_path / "b", progress=None,
+                        sample_users=0.00001)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_sample_outside_0_1_is_refused_naming_the_field(share):
+    from pipelines.training.config import PipelineConfig
+    with pytest.raises(ValueError, match="field 'sample_users'"):
+        PipelineConfig(sample_users=share).validate()
