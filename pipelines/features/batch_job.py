@@ -158,15 +158,27 @@ def build(pipeline, files: dict[str, list[str]], out: Path) -> None:
     write(users | "UserProfile" >> beam.Map(tables.user_profile_row), "user_profile")
     write(items | "ItemProfile" >> beam.Map(tables.item_profile_row), "item_profile")
     write(ratings | "LabelEvents" >> beam.Map(tables.rating_row), "ratings")
-    by_user = (ratings | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
-               | "GroupByUser" >> beam.GroupByKey())
-    write(by_user | "UserActivity" >> beam.FlatMap(
-        lambda kv: tables.user_activity_rows(kv[1])), "user_activity")
-    write(by_user | "UserRatedItems" >> beam.Map(
-        lambda kv: tables.user_rated_items_row(kv[1])), "user_rated_items")
-    write(ratings | "KeyByItem" >> beam.Map(lambda r: (r["item_id"], r))
+    # Grouped values are tuples of the fields the tables need, not the rating dicts: the
+    # runner holds every grouped value at once (20M ratings: GiBs saved)
+    def keyed(key, fields):
+        return lambda r: (r[key], tuple(r[f] for f in fields))
+
+    def rows(key, fields):
+        return lambda kv: [{key: kv[0], **dict(zip(fields, values))} for values in kv[1]]
+
+    user_fields = ("item_id", "rating", "timestamp", "genres")
+    by_user = (ratings | "KeyByUser" >> beam.Map(keyed("user_id", user_fields))
+               | "GroupByUser" >> beam.GroupByKey()
+               | "UserRatings" >> beam.Map(rows("user_id", user_fields)))
+    write(by_user | "UserActivity" >> beam.FlatMap(tables.user_activity_rows),
+          "user_activity")
+    write(by_user | "UserRatedItems" >> beam.Map(tables.user_rated_items_row),
+          "user_rated_items")
+    item_fields = ("rating", "timestamp")
+    write(ratings | "KeyByItem" >> beam.Map(keyed("item_id", item_fields))
           | "GroupByItem" >> beam.GroupByKey()
-          | "ItemPopularity" >> beam.FlatMap(lambda kv: tables.item_popularity_rows(kv[1])),
+          | "ItemRatings" >> beam.Map(rows("item_id", item_fields))
+          | "ItemPopularity" >> beam.FlatMap(tables.item_popularity_rows),
           "item_popularity")
     (quarantined | "AllQuarantined" >> beam.Flatten()
      | "WriteQuarantine" >> beam.io.WriteToText(str(out / "quarantine" / "rows"),
