@@ -37,14 +37,21 @@ COLUMNS = feature_spec.STORED_FEATURES
 ITEM_COLUMNS = feature_spec.ITEM_FEATURES
 
 
+ROW_ORDER = ["timestamp", "user_id", "item_id"]
+CHUNK_ROWS = 1_000_000  # label events joined at a time: memory stays bounded
+
+
+def _csv(table: pd.DataFrame, header: bool = True) -> bytes:
+    return table.to_csv(index=False, header=header, float_format="%.6g",
+                        lineterminator="\n").encode()
+
+
 def content_hash(rows: pd.DataFrame, items: pd.DataFrame) -> str:
     """SHA-256 over both tables sorted and printed one way: equal data, equal hash,
-    whatever the file format or library versions."""
-    digest = hashlib.sha256()
-    for table, order in ((rows, ["timestamp", "user_id", "item_id"]), (items, ["item_id"])):
-        text = table.sort_values(order, kind="stable").to_csv(
-            index=False, float_format="%.6g", lineterminator="\n")
-        digest.update(text.encode())
+    whatever the file format or library versions (`build` computes the same digest
+    chunk by chunk)."""
+    digest = hashlib.sha256(_csv(rows.sort_values(ROW_ORDER, kind="stable")))
+    digest.update(_csv(items.sort_values("item_id", kind="stable")))
     return digest.hexdigest()
 
 
@@ -71,34 +78,59 @@ def join(store, labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def build(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Path = "",
-          progress=print) -> dict:
+          progress=print, chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Joins the label events in time order, chunk_rows at a time, each chunk appended to
+    the set's parquet file and to its content hash."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     progress = progress or (lambda _message: None)
     workdir = Path(workdir)
     tables_dir = Path(tables_dir) if tables_dir else workdir / "features" / "tables"
     start = time.monotonic()
     store = ingest.open_store(config, workdir / "features")
-    labels = pd.read_parquet(tables_dir / "ratings")
-    if labels.empty:
+    # an arrow table: 20M label events take a fraction of pandas' object strings
+    labels = pq.read_table(tables_dir / "ratings").sort_by(
+        [(tables.TIMESTAMP, "ascending"), ("user_id", "ascending"),
+         ("item_id", "ascending")])
+    if not len(labels):
         raise ingest.IngestError(f"{tables_dir / 'ratings'}: no label events")
-    rows, items = join(store, labels), catalog(tables_dir)
-    span = int(rows.timestamp.max())
-    snapshot = {
-        "span": span, "rows": len(rows), "items": len(items),
-        "content_sha256": content_hash(rows, items),
-        "first_event": int(rows.timestamp.min()), "last_event": span,
-        "feature_service": RANKING_SERVICE, "feast_project": config.project,
-        "raw_files": json.loads((tables_dir / "report.json").read_text())["raw_files"],
-    }
+    span = int(labels[tables.TIMESTAMP][-1].as_py().timestamp())
     out = workdir / SETS_DIR / f"span-{span}"
     new = out.with_name(out.name + ".new")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    rows.to_parquet(new / "ratings.parquet", index=False)
+    digest, writer, first = hashlib.sha256(), None, None
+    try:
+        for lo in range(0, len(labels), chunk_rows):
+            chunk = labels.slice(lo, chunk_rows)
+            rows = join(store, chunk.to_pandas())
+            digest.update(_csv(rows, header=lo == 0))
+            table = pa.Table.from_pandas(rows, preserve_index=False,
+                                         schema=writer.schema if writer else None)
+            writer = writer or pq.ParquetWriter(new / "ratings.parquet", table.schema)
+            writer.write_table(table)
+            first = first if first is not None else int(rows.timestamp.min())
+            if len(labels) > chunk_rows:
+                progress(f"features: training set {lo + len(chunk):,} / {len(labels):,} "
+                         f"rows ({time.monotonic() - start:.0f}s)")
+    finally:
+        if writer:
+            writer.close()
+    items = catalog(tables_dir)
+    digest.update(_csv(items))
+    snapshot = {
+        "span": span, "rows": len(labels), "items": len(items),
+        "content_sha256": digest.hexdigest(),
+        "first_event": first, "last_event": span,
+        "feature_service": RANKING_SERVICE, "feast_project": config.project,
+        "raw_files": json.loads((tables_dir / "report.json").read_text())["raw_files"],
+    }
     items.to_parquet(new / "items.parquet", index=False)
     (new / "snapshot.json").write_text(json.dumps(snapshot, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     new.rename(out)
-    progress(f"features: training set span-{span}: {len(rows):,} rows, "
+    progress(f"features: training set span-{span}: {len(labels):,} rows, "
              f"sha256 {snapshot['content_sha256'][:12]} "
              f"({time.monotonic() - start:.1f}s) -> {out}")
     return snapshot

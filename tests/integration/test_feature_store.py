@@ -126,7 +126,15 @@ def test_the_same_data_gives_the_same_snapshot_hash_and_new_data_a_new_one(tmp_p
         shutil.copytree(tables_dir, workdir / "features" / "tables")
         ingested(FeatureStoreConfig(), workdir, workdir / "features" / "tables")
     one = training_set.build(FeatureStoreConfig(), first, progress=None)
-    assert training_set.build(FeatureStoreConfig(), second, progress=None) == one
+    rows = pd.read_parquet(first / training_set.SETS_DIR / f"span-{one['span']}"
+                           / "ratings.parquet")
+    assert training_set.content_hash(rows, training_set.catalog(
+        first / "features" / "tables")) == one["content_sha256"]
+    # joined a few label events at a time (as 20M are): the same set, the same hash
+    assert training_set.build(FeatureStoreConfig(), second, progress=None,
+                              chunk_rows=777) == one
+    assert pd.read_parquet(second / training_set.SETS_DIR / f"span-{one['span']}"
+                           / "ratings.parquet").equals(rows)
     later = DATA.ratings.iloc[:1].assign(timestamp=int(DATA.ratings.timestamp.max()) + 60)
     ingest.run_batch_job(second, Dataset(DATA.users, DATA.items,
                                   pd.concat([DATA.ratings, later]), "one rating later"))
