@@ -5,6 +5,7 @@ Our strict schema names the file and field of a mistake before Feast sees the co
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,9 @@ class OfflineStore:
     # duckdb: parquet files on this machine; its point-in-time join keeps every entity
     # row (Feast's "file" store drops rows whose features all lie in their future)
     type: str = "duckdb"
+    # duckdb: spill to disk beyond this (DuckDB's own default, 80% of the machine's
+    # memory, gets a 20M-event materialization killed)
+    memory_limit: str = "4GB"
     project_id: str = ""  # bigquery
     dataset: str = ""  # bigquery
     spark_conf: dict[str, str] = field(default_factory=dict)  # spark
@@ -68,6 +72,9 @@ class OfflineStore:
         if self.type not in OFFLINE_TYPES:
             raise ValueError(f"field 'offline_store.type' must be one of {OFFLINE_TYPES}, "
                              f"got {self.type!r}")
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(MB|GB|MiB|GiB)", self.memory_limit):
+            raise ValueError("field 'offline_store.memory_limit' must be a size such as "
+                             f"4GB or 512MiB, got {self.memory_limit!r}")
         if self.type == "bigquery" and not (self.project_id and self.dataset):
             raise ValueError("fields 'offline_store.project_id' and 'offline_store.dataset' "
                              "are required for bigquery")
@@ -110,4 +117,9 @@ def repo_config(config: FeatureStoreConfig, store_dir: str | Path):
             f"socket_connect_timeout={seconds},retry=null")}
     return RepoConfig(project=config.project, provider="local", registry=registry,
                       online_store=online, offline_store={"type": "duckdb"},
-                      entity_key_serialization_version=3, repo_path=str(store_dir))
+                      entity_key_serialization_version=3, repo_path=str(store_dir),
+                      # the offline store reduces each view to its entities' newest rows
+                      # and writes go out in batches: Feast's default reads every row of
+                      # a view into memory (20M events: killed at 23 GB)
+                      materialization={"pull_latest_features": True,
+                                       "online_write_batch_size": 10_000})

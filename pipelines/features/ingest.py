@@ -64,15 +64,33 @@ def _table(tables_dir: Path, name: str, columns: list[str]) -> pd.DataFrame:
     return pd.read_parquet(tables_dir / name, columns=columns)
 
 
+def latest_item_popularity(tables_dir: Path, batch_rows: int = 1_000_000) -> pd.DataFrame:
+    """Each item's newest item_popularity row, read in batches: the table holds a row per
+    item and rating second (tens of millions at scale), the result one per item."""
+    import pyarrow.parquet as pq
+
+    columns = ["item_id", "item_rating_count", "item_daily_counts", "item_first_rated",
+               "item_last_rated"]
+    latest = None
+    for path in sorted((tables_dir / "item_popularity").glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows,
+                                                        columns=columns):
+            latest = (pd.concat([latest, batch.to_pandas()], ignore_index=True)
+                      if latest is not None else batch.to_pandas())
+            latest = (latest
+                      .sort_values("item_last_rated", kind="stable")
+                      .groupby("item_id").tail(1))
+    if latest is None:
+        raise IngestError(f"{tables_dir / 'item_popularity'}: no rows")
+    return latest
+
+
 def serving_summary(tables_dir: Path) -> dict:
     """Catalog size, the popularity fallback's items (the most rated over the last
     trends.TRENDING_DAYS before the newest event, ties by all-time ratings) and the
     trend rows of the TREND_ITEMS most trending items (the candidate sources' features)."""
     items = _table(tables_dir, "item_profile", ["item_id"])
-    rows = (_table(tables_dir, "item_popularity", ["item_id", "item_rating_count",
-                                                   "item_daily_counts", "item_first_rated",
-                                                   "item_last_rated"])
-            .sort_values("item_last_rated", kind="stable").groupby("item_id").tail(1))
+    rows = latest_item_popularity(tables_dir)
     now = int(data_time(tables_dir).timestamp())
     table = {item: trends.trend_row(list(daily), last, now, count, first)
              for item, daily, last, count, first in zip(
@@ -95,6 +113,13 @@ def data_time(tables_dir: Path) -> datetime:
 
 def open_store(config: FeatureStoreConfig, store_dir: Path):
     from feast import FeatureStore
+    if config.offline_store.type == "duckdb":
+        import ibis  # the connection Feast's DuckDB store reads the parquet tables with
+        duckdb = ibis.get_backend()
+        duckdb.raw_sql(f"SET memory_limit='{config.offline_store.memory_limit}'")
+        duckdb.raw_sql(f"SET temp_directory='{Path(store_dir).resolve() / 'duckdb.tmp'}'")
+        # row order is not part of any result we use (the training set is sorted)
+        duckdb.raw_sql("SET preserve_insertion_order=false")
     return FeatureStore(config=repo_config(config, store_dir))
 
 

@@ -180,6 +180,9 @@ def test_local_and_production_configs_pass_the_schema_and_mistakes_are_named(tmp
     bad.write_text("online_store: {type: redis, conection_string: x}\n")
     with pytest.raises(config_lib.ConfigError, match="unknown key.*conection_string"):
         config_lib.load(FeatureStoreConfig, bad)
+    bad.write_text("offline_store: {memory_limit: 4 gigs}\n")
+    with pytest.raises(config_lib.ConfigError, match="offline_store.memory_limit' must be"):
+        config_lib.load(FeatureStoreConfig, bad)
 
 
 def test_redis_stopped_mid_run_fails_fast_with_a_connection_error(tmp_path, tables_dir):
@@ -251,3 +254,15 @@ def test_training_rows_and_serving_reads_give_the_model_the_same_inputs(tmp_path
         assert online.user == {n: getattr(row, n) for n in feature_spec.USER_FEATURES}
         assert {n: values[0] for n, values in online.items.items()} == {
             n: getattr(row, n) for n in feature_spec.ITEM_FEATURES}
+
+
+def test_each_items_newest_popularity_row_is_the_same_read_whole_or_in_batches(tables_dir):
+    table = pd.read_parquet(tables_dir / "item_popularity")
+    newest = table.loc[table.groupby("item_id").item_last_rated.idxmax()]
+    for batch_rows in (10**9, 333):
+        found = ingest.latest_item_popularity(tables_dir, batch_rows).set_index("item_id")
+        assert len(found) == len(newest)
+        assert (found.item_last_rated[newest.item_id].to_numpy()
+                == newest.item_last_rated.to_numpy()).all()
+        assert (found.item_rating_count[newest.item_id].to_numpy()
+                == newest.item_rating_count.to_numpy()).all()
