@@ -107,13 +107,13 @@ def test_history_comes_from_train_only_and_leaves_the_rated_item_out():
 def test_a_sample_of_users_keeps_each_chosen_user_whole_and_the_same_users(tmp_path):
     training_set(tmp_path / "set")
     _, rows = prepare.read_training_set(tmp_path / "set")
-    half = prepare.sample_of_users(rows, 0.5)
+    _, half = prepare.read_training_set(tmp_path / "set", sample_users=0.5)
     assert 0.3 < half.user_id.nunique() / rows.user_id.nunique() < 0.7
     # a chosen user comes with every rating; the choice holds on shuffled, smaller data
-    per_user = rows.user_id.value_counts()
-    kept = half.user_id.value_counts()
+    per_user, kept = rows.user_id.value_counts(), half.user_id.value_counts()
     assert kept.equals(per_user[kept.index])
-    again = prepare.sample_of_users(rows.sample(frac=0.6, random_state=1), 0.5)
+    shuffled = rows.sample(frac=0.6, random_state=1)
+    again = shuffled[prepare.in_sample(shuffled.user_id, 0.5)]
     assert set(again.user_id) <= set(half.user_id)
     snapshot = prepare.prepare(tmp_path / "set", tmp_path / "a", progress=None,
                                sample_users=0.5)
