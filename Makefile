@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-features bench-models bench-e2e analyze simulate-ab drift images k8s-check pipeline-spec clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-data bench-features bench-models bench-e2e analyze simulate-ab drift images k8s-check pipeline-spec clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ loadtest-shadow: setup  ## what shadow traffic costs the client: Recommend p50/p
 bench-scale: setup  ## retrieval search vs catalog size (exact vs HNSW, 10k-1M items) and the stack under rising load (reports/scale)
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	$(SERVING_PY) -m load_tests.scale --workdir $(WORKDIR) $(SCALE_ARGS)
+
+bench-data: setup  ## the data pipeline at 100k, 1M and 20M events: generator, Beam job, materialization (Redis), training set; rows/s and peak RSS (reports/data_scale)
+	$(SERVING_PY) -m pipelines.features.benchmark_at_scale --workdir $(WORKDIR)/data_scale $(DATA_SCALE_ARGS)
 
 bench-features: setup  ## feature store benchmark: batch job, materialization, reads (in process and via ranking), training sets, stream
 	@test -n "$$(ls $(WORKDIR)/model_repo/ranking/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
