@@ -287,8 +287,8 @@ def evaluate_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
                 check = Check(bound.field, attribute, bound.metric, gap, lo, hi,
                               (str(low), str(high)), limit, blocks)
                 check.reason = (f"{attribute}: {bound.metric} differs by {gap:.4f} between "
-                                f"groups {values}{_span(lo, hi, confidence)}, above "
-                                f"{bound.field} {limit}")
+                                f"groups {values}{_span(lo, hi, confidence)}, "
+                                f"{_side(gap > limit, 'above')} {bound.field} {limit}")
             elif bound.kind == "min_ratio":
                 both = str(low) in draws and str(high) in draws
                 ratio = gated[low] / gated[high] if gated[high] else 0.0
@@ -298,8 +298,8 @@ def evaluate_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
                 check = Check(bound.field, attribute, bound.metric, ratio, lo, hi,
                               (str(low), str(high)), limit, blocks)
                 check.reason = (f"{attribute}: {bound.metric} ratio {ratio:.4f} between "
-                                f"groups {values}{_span(lo, hi, confidence)} is below "
-                                f"{bound.field} {limit}")
+                                f"groups {values}{_span(lo, hi, confidence)} is "
+                                f"{_side(ratio < limit, 'below')} {bound.field} {limit}")
             elif bound.kind == "max_excess":
                 # the group whose interval reaches furthest past the bound speaks for all
                 spans = {g: _interval(draws.get(str(g)), confidence) for g in gated.index}
@@ -311,17 +311,25 @@ def evaluate_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],
                               hi, (str(worst),), limit, blocks)
                 baseline = table.loc[worst, "baseline_rmse"]
                 check.reason = (f"{attribute}: group {worst}'s RMSE "
-                                f"{table.loc[worst, 'rmse']:.4f} is {gated[worst]:.4f} above "
+                                f"{table.loc[worst, 'rmse']:.4f} is {abs(gated[worst]):.4f} "
+                                f"{'above' if gated[worst] >= 0 else 'below'} "
                                 f"the item-mean baseline's {baseline:.4f} on the same ratings "
                                 f"({int(table.loc[worst, SIZE])} users"
-                                f"{_span(lo, hi, confidence)}), above {bound.field} {limit}")
+                                f"{_span(lo, hi, confidence)}), "
+                                f"{_side(gated[worst] > limit, 'above')} {bound.field} {limit}")
             else:
                 check = Check(bound.field, attribute, bound.metric, float(gated[high]),
                               None, None, (str(high),), limit, gated[high] > limit)
                 check.reason = (f"{attribute}: {bound.metric} of group {high} is "
-                                f"{gated[high]:.4f}, above {bound.field} {limit}")
+                                f"{gated[high]:.4f}, {_side(gated[high] > limit, 'above')} "
+                                f"{bound.field} {limit}")
             checks.append(check)
     return checks
+
+
+def _side(past: bool, word: str) -> str:
+    """A check's reason is written whether it passes or not: say which side it is on."""
+    return word if past else "within"
 
 
 def check_bounds(tables: dict[str, pd.DataFrame], limits: dict[str, float],

@@ -185,3 +185,12 @@ def test_checks_are_plain_json():
     checks = fairness.evaluate_bounds(noisy_groups(0.3, 200), {
         "fairness_max_recall_difference": 0.1, "fairness_min_recall_ratio": 0.9}, 30)
     assert json.loads(json.dumps([c.as_dict() for c in checks]))[0]["blocks"] is True
+
+
+def test_a_passing_check_says_it_is_within_its_bound():
+    checks = fairness.evaluate_bounds(rating_groups(-0.1), {
+        "fairness_max_rmse_excess_over_item_mean": 0.05,
+        "fairness_max_rmse_difference": 0.3}, 30)
+    assert checks and not any(c.blocks for c in checks)
+    assert all(" within fairness_max_rmse_" in c.reason and " above fairness" not in c.reason
+               for c in checks)
