@@ -73,8 +73,7 @@ def join(store, labels: pd.DataFrame) -> pd.DataFrame:
     rows = joined.assign(timestamp=since_epoch // pd.Timedelta(seconds=1))
     for name in COLUMNS:  # entities the store does not know get the spec's defaults
         rows[name] = [feature_spec.coerce(name, v) for v in rows[name]]
-    return rows[list(COLUMNS)].sort_values(["timestamp", "user_id", "item_id"],
-                                           kind="stable", ignore_index=True)
+    return rows[list(COLUMNS)].sort_values(ROW_ORDER, kind="stable", ignore_index=True)
 
 
 def build(config: FeatureStoreConfig, workdir: str | Path, tables_dir: str | Path = "",
