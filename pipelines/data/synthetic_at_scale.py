@@ -222,13 +222,13 @@ def _events(sampler: _Sampler, rng, counts, users: dict, num_items: int) -> dict
     user, times, focus = _times_and_focus(rng, counts, users)
     taste = users["taste"][user]
     items = sampler.draw(taste, times, focus)
-    for attempt in range(40):  # a user rates an item once: redraw repeats, the heaviest
+    for attempt in range(41):  # a user rates an item once: redraw repeats, the heaviest
         repeat = pd.Series(user * num_items + items).duplicated().to_numpy()
-        if not repeat.any():  # users' last ones from the whole released catalog
+        if not repeat.any() or attempt == 40:  # users' last ones from the whole catalog
             break
         items[repeat] = sampler.draw(taste[repeat], times[repeat], focus[repeat],
                                      uniform=attempt >= 20)
-    unique = ~pd.Series(user * num_items + items).duplicated().to_numpy()
+    unique = ~repeat  # what 40 redraws left repeated is dropped
     user, times, items, taste = user[unique], times[unique], items[unique], taste[unique]
     c = sampler.catalog
     score = (3.55 + 0.9 * np.einsum("eg,eg->e", taste, c.genre_norm[items])
