@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,13 +44,14 @@ def run_stage(argv: list[str], log: Path, timeout: float) -> dict:
     with open(log, "w") as out:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                    stderr=out, text=True)
+        deadline = threading.Timer(timeout, process.kill)  # also when it prints nothing
+        deadline.start()
         for line in process.stdout:
             out.write(line)
             if line.startswith(("data:", "features:", "prepare:", "pipeline:")):
                 print(f"    {line.rstrip()}", flush=True)
-            if time.monotonic() - start > timeout:
-                process.kill()
         _, status, usage = os.wait4(process.pid, 0)
+        deadline.cancel()
     return {"seconds": round(time.monotonic() - start, 1),
             "peak_rss_mib": round(usage.ru_maxrss / 1024),
             "ok": os.waitstatus_to_exitcode(status) == 0}
