@@ -66,7 +66,7 @@ loadtest-shadow: setup  ## what shadow traffic costs the client: Recommend p50/p
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	$(SERVING_PY) -m load_tests.shadow --workdir $(WORKDIR)
 
-bench-scale: setup  ## retrieval search vs catalog size (exact vs HNSW, 10k-1M items) and the stack under rising load (reports/scale)
+bench-scale: setup  ## retrieval search vs catalog size (exact vs IVF, 10k-1M items) and the stack under rising load (reports/scale)
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
 	$(SERVING_PY) -m load_tests.scale --workdir $(WORKDIR) $(SCALE_ARGS)
 

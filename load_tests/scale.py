@@ -4,8 +4,8 @@
                              [--users 1 2 4 8 16] [--seconds 15] [--calls 1000]
 
 1. Search (in process, one query at a time, one thread, as the candidate service runs
-   it): for each catalog size, exact search (numpy) and the HNSW graph
-   (libs/candidate_index.py) at several search breadths: p50 / p99 latency and recall@100
+   it): for each catalog size, exact search (numpy) and the IVF index
+   (libs/candidate_index.py) at several probe counts: p50 / p99 latency and recall@100
    against exact, with each query's exclusions (700 items, some of its true best) filtered
    inside the search; build and load time, file size. Catalogs beyond the trained one are
    drawn around the newest retrieval version's item embeddings (each a trained item's
@@ -88,7 +88,7 @@ def catalog(trained: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
 
 
 def search_at(size: int, embeddings: np.ndarray, queries: np.ndarray,
-              breadths: list[int], out: Path) -> dict:
+              probe_counts: list[int], out: Path) -> dict:
     ids = [f"s{i}" for i in range(size)]
     directory = out / f"index-{size}"
     import faiss
@@ -98,9 +98,9 @@ def search_at(size: int, embeddings: np.ndarray, queries: np.ndarray,
     built = time.perf_counter() - start
     faiss.omp_set_num_threads(1)  # one query at a time, as in the service
     start = time.perf_counter()
-    graph = CandidateIndex.load(directory, graph=True)
+    approximate = CandidateIndex.load(directory, approximate=True)
     loaded = time.perf_counter() - start
-    exact = CandidateIndex.load(directory, graph=False)
+    exact = CandidateIndex.load(directory, approximate=False)
     rng = np.random.default_rng(1)
     cases = []
     for query in queries:  # exclusions: 50 of the query's true best and random others
@@ -114,17 +114,17 @@ def search_at(size: int, embeddings: np.ndarray, queries: np.ndarray,
         timings.append(time.perf_counter() - started)
     result = {"items": size, "build_s": round(built, 1), "load_s": round(loaded, 2),
               "file_mb": round(sum(f.stat().st_size for f in directory.iterdir()) / 1e6, 1),
-              "exact": percentiles(timings), "hnsw": {}}
-    for breadth in breadths:
-        graph.ef_search = breadth
+              "exact": percentiles(timings), "ivf": {}}
+    for probes in probe_counts:
+        approximate.probes = probes
         timings, recalls = [], []
         for (query, exclude), expected in zip(cases, truth):
             started = time.perf_counter()
-            found = graph.search(query, 100, exclude)
+            found = approximate.search(query, 100, exclude)
             timings.append(time.perf_counter() - started)
             assert not exclude & {item for item, _ in found}
             recalls.append(len(expected & {item for item, _ in found}) / 100)
-        result["hnsw"][breadth] = {**percentiles(timings),
+        result["ivf"][probes] = {**percentiles(timings),
                                    "recall_at_100": round(float(np.mean(recalls)), 4)}
     shutil.rmtree(directory)
     return result
@@ -139,11 +139,11 @@ def search_benchmark(args, version: Path, queries: np.ndarray, out: Path) -> lis
     for size in [len(trained), *args.sizes]:
         print(f"search: {size:,} items (build, then {len(queries)} queries per setting)...",
               flush=True)
-        results.append(search_at(size, catalog(trained, size), queries, args.breadths, out))
+        results.append(search_at(size, catalog(trained, size), queries, args.probes, out))
         row = results[-1]
         print(f"  exact p50/p99 {row['exact']['p50_ms']}/{row['exact']['p99_ms']} ms; " +
-              "; ".join(f"hnsw ef {b}: {r['p50_ms']}/{r['p99_ms']} ms recall "
-                        f"{r['recall_at_100']}" for b, r in row["hnsw"].items()) +
+              "; ".join(f"ivf {b} probes: {r['p50_ms']}/{r['p99_ms']} ms recall "
+                        f"{r['recall_at_100']}" for b, r in row["ivf"].items()) +
               f"; build {row['build_s']} s, load {row['load_s']} s", flush=True)
     return results
 
@@ -277,11 +277,11 @@ def plots(summary: dict, out: Path) -> list[str]:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         sizes = [r["items"] for r in search]
         left.plot(sizes, [r["exact"]["p99_ms"] for r in search], "o-", label="exact p99")
-        for breadth in search[0]["hnsw"]:
-            left.plot(sizes, [r["hnsw"][breadth]["p99_ms"] for r in search], "o-",
-                      label=f"HNSW ef {breadth} p99")
-            right.plot(sizes, [r["hnsw"][breadth]["recall_at_100"] for r in search], "o-",
-                       label=f"HNSW ef {breadth}")
+        for probes in search[0]["ivf"]:
+            left.plot(sizes, [r["ivf"][probes]["p99_ms"] for r in search], "o-",
+                      label=f"IVF {probes} probes p99")
+            right.plot(sizes, [r["ivf"][probes]["recall_at_100"] for r in search], "o-",
+                       label=f"IVF {probes} probes")
         for axis in (left, right):
             axis.set_xscale("log")
             axis.set_xlabel("catalog items")
@@ -321,20 +321,20 @@ def write_report(summary: dict, out: Path) -> None:
     rows = "".join(
         f"<tr><td>{r['items']:,}</td><td>{r['exact']['p50_ms']} / {r['exact']['p99_ms']}</td>"
         + "".join(f"<td>{h['p50_ms']} / {h['p99_ms']} ms, recall {h['recall_at_100']}</td>"
-                  for h in r["hnsw"].values())
+                  for h in r["ivf"].values())
         + f"<td>{r['build_s']} s</td><td>{r['load_s']} s</td><td>{r['file_mb']} MB</td></tr>"
         for r in summary["search"])
     profile = (summary.get("stack") or {}).get("profile", {})
     tops = "".join(f"<h3>{name}</h3><table border=1 cellpadding=3>" + "".join(
         f"<tr><td>{share:.1%}</td><td><code>{html.escape(frame)}</code></td></tr>"
         for frame, share in functions) + "</table>" for name, functions in profile.items())
-    breadths = "".join(f"<th>HNSW ef {b}</th>" for b in (summary["search"][0]["hnsw"]
+    probe_counts = "".join(f"<th>IVF, {b} probes</th>" for b in (summary["search"][0]["ivf"]
                                                         if summary["search"] else []))
     (out / "report.html").write_text(
         "<!doctype html><title>Scale benchmark</title><h1>Scale benchmark</h1>"
         f"<h2>Top-100 search, one query, one thread, {EXCLUDED} items excluded</h2>"
         f"<table border=1 cellpadding=4><tr><th>items</th><th>exact p50 / p99 ms</th>"
-        f"{breadths}<th>build</th><th>load</th><th>files</th></tr>{rows}</table>{images}"
+        f"{probe_counts}<th>build</th><th>load</th><th>files</th></tr>{rows}</table>{images}"
         "<h2>Where each service spends its samples under load (py-spy, own time)</h2>"
         f"{tops}"
         f"<h2>All figures</h2><pre>{json.dumps(summary, indent=1)}</pre>\n")
@@ -345,8 +345,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="var")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--breadths", type=int, nargs="+", default=[128, 256, 512],
-                        help="HNSW search breadths (efSearch) to measure")
+    parser.add_argument("--probes", type=int, nargs="+", default=[32, 64, 96, 128],
+                        help="IVF cells scanned per query (nprobe) to measure")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--users", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--seconds", type=int, default=15, help="per Locust point")

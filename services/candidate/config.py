@@ -22,15 +22,16 @@ class CandidateConfig(ModelStageConfig):
     # Search each version's candidate index (<version>/assets.extra/candidate_index/)
     # with its query embedding; false: ask the model for its own (brute-force) top-k.
     candidate_index: bool = True
-    # catalogs of at least this many items are searched through the HNSW graph
+    # catalogs of at least this many items are searched through the IVF index
     # (approximate), smaller ones exactly
     ann_min_items: int = 100_000
-    ann_ef_search: int = 512  # HNSW search breadth: recall against latency (bench-scale)
+    # cells of the IVF index scanned per query: recall against latency (bench-scale)
+    ann_probes: int = 96
     index_poll_seconds: float = 5.0  # how often new versions' indexes are looked for
 
     def validate(self) -> None:
         super().validate()
-        for name in ("ann_min_items", "ann_ef_search"):
+        for name in ("ann_min_items", "ann_probes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"field '{name}' must be at least 1")
         if self.index_poll_seconds <= 0:

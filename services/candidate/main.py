@@ -36,7 +36,7 @@ async def serve(config: CandidateConfig) -> None:
     features = open_features(config)
     client = ModelClient(config.model_server, config.model_timeout_ms / 1000)
     indexes = (VersionIndexes(config.model_base_path, config.ann_min_items,
-                              config.ann_ef_search) if config.candidate_index else None)
+                              config.ann_probes) if config.candidate_index else None)
     generator = CandidateGenerator(features, client, config.model_name, config.max_candidates,
                                    VersionSources(config.model_base_path), config.sources,
                                    indexes)

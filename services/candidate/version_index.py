@@ -5,7 +5,7 @@ A background poll loads the indexes of the newest versions under the model's bas
 as soon as their files are complete, usually before the model server serves them; a
 request never waits for a load: it gets None and the service asks the model for that
 version's own top-k instead. Catalogs of at least `ann_min_items` are searched through
-the HNSW graph, smaller ones exactly.
+the IVF index, smaller ones exactly.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ SEARCH_SECONDS = Histogram(
 
 
 class VersionIndexes:
-    def __init__(self, base_path: str | Path, ann_min_items: int, ef_search: int,
+    def __init__(self, base_path: str | Path, ann_min_items: int, probes: int,
                  keep: int = 3, retry_seconds: float = 10.0):
         self.base_path = Path(base_path)
-        self.ann_min_items, self.ef_search = ann_min_items, ef_search
+        self.ann_min_items, self.probes = ann_min_items, probes
         self.keep, self.retry_seconds = keep, retry_seconds
         self._loaded: dict[int, CandidateIndex] = {}
         self._failed: dict[int, float] = {}  # version -> when it may be tried again
@@ -59,7 +59,7 @@ class VersionIndexes:
                 raise FileNotFoundError(f"{path}: no candidate index")
             size = (await asyncio.to_thread(candidate_index.read_meta, path))["items"]
             found = await asyncio.to_thread(CandidateIndex.load, path,
-                                            size >= self.ann_min_items, self.ef_search)
+                                            size >= self.ann_min_items, self.probes)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             first = version not in self._failed  # said once per version, then retried
             self._failed[version] = time.monotonic() + self.retry_seconds
@@ -70,7 +70,7 @@ class VersionIndexes:
             self._loaded[version] = found
             self._failed.pop(version, None)
             log.event(logger, "candidate index loaded", version=version, items=len(found),
-                      search="hnsw" if found.approximate else "exact")
+                      search="ivf" if found.approximate else "exact")
             for old in sorted(self._loaded)[:-self.keep]:
                 del self._loaded[old]
         finally:
@@ -97,5 +97,5 @@ class VersionIndexes:
                 logger.exception("candidate index poll failed")
 
     def search(self, index: CandidateIndex, query, k: int, exclude) -> list[tuple[str, float]]:
-        with SEARCH_SECONDS.labels("hnsw" if index.approximate else "exact").time():
+        with SEARCH_SECONDS.labels("ivf" if index.approximate else "exact").time():
             return index.search(query, k, exclude)

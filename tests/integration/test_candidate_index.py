@@ -23,9 +23,9 @@ def test_the_pushed_version_carries_an_index_of_the_whole_catalog(trained):
     version = newest_version(workdir, "retrieval")
     directory = (workdir / "model_repo" / "retrieval" / str(version) / "assets.extra"
                  / candidate_index.DIRECTORY)
-    index = candidate_index.CandidateIndex.load(directory, graph=True)
+    index = candidate_index.CandidateIndex.load(directory, approximate=True)
     assert set(index.item_ids) == catalog_items(workdir)
-    assert index.graph.ntotal == len(index.item_ids)
+    assert index.cells.ntotal == len(index.item_ids)
 
 
 def model_top_k(stack, workdir, user: str, version: int, n: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""A retrieval version's candidate index: exact and HNSW search, exclusions inside the
+"""A retrieval version's candidate index: exact and IVF search, exclusions inside the
 search, files that do not belong together, and loading off the request path."""
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def exact_top(embeddings, query, k, exclude=()):
 
 def test_exact_search_is_the_brute_force_top_k_without_the_excluded(written):
     directory, embeddings = written
-    index = CandidateIndex.load(directory, graph=False)
+    index = CandidateIndex.load(directory, approximate=False)
     query = np.random.default_rng(1).normal(size=16).astype(np.float32)
     best = exact_top(embeddings, query, 100)
     exclude = set(best[::3]) | {"not-in-the-catalog"}
@@ -49,9 +49,10 @@ def test_exact_search_is_the_brute_force_top_k_without_the_excluded(written):
                                         rel=1e-5)
 
 
-def test_hnsw_search_filters_inside_the_graph_and_finds_the_true_neighbours(written):
+def test_ivf_search_filters_inside_the_cells_and_finds_the_true_neighbours(written):
     directory, embeddings = written
-    index = CandidateIndex.load(directory, graph=True, ef_search=256)
+    index = CandidateIndex.load(directory, approximate=True, probes=32)
+    assert index.approximate and candidate_index.read_meta(directory)["lists"] == 128
     rng = np.random.default_rng(2)
     recalls = []
     for _ in range(50):
@@ -66,7 +67,7 @@ def test_hnsw_search_filters_inside_the_graph_and_finds_the_true_neighbours(writ
 
 def test_k_larger_than_what_is_left_gives_what_is_left(written):
     directory, _ = written
-    index = CandidateIndex.load(directory, graph=False)
+    index = CandidateIndex.load(directory, approximate=False)
     everything = {f"i{i}" for i in range(4998)}
     assert {item for item, _ in index.search(np.ones(16), 10, everything)} == {"i4998",
                                                                                "i4999"}
@@ -78,7 +79,7 @@ def test_files_that_do_not_belong_together_are_refused(written, tmp_path):
     shutil.copytree(directory, broken)
     np.save(broken / candidate_index.IDS, np.array(["a", "b"]))
     with pytest.raises(ValueError, match="2 ids"):
-        CandidateIndex.load(broken, graph=False)
+        CandidateIndex.load(broken, approximate=False)
 
 
 def test_a_version_is_searched_once_loaded_and_a_request_never_waits_for_a_load(
@@ -88,7 +89,7 @@ def test_a_version_is_searched_once_loaded_and_a_request_never_waits_for_a_load(
     (tmp_path / "4").mkdir()  # a version without an index (an older export)
 
     async def run():
-        indexes = VersionIndexes(tmp_path, ann_min_items=1000, ef_search=64)
+        indexes = VersionIndexes(tmp_path, ann_min_items=1000, probes=8)
         assert indexes.get(3) is None  # not loaded yet: the caller uses the model's top-k
         await asyncio.sleep(0.5)
         loaded = indexes.get(3)

@@ -224,7 +224,7 @@ def run_fn(fn_args) -> None:
 
 
 def write_candidate_index(export: RetrievalExport, model_dir: str) -> None:
-    """The version's candidate embeddings and HNSW graph into assets.extra/ (written
+    """The version's candidate embeddings and IVF index into assets.extra/ (written
     locally, then copied: the model directory may be gs:// or s3://)."""
     target = os.path.join(model_dir, "assets.extra", candidate_index.DIRECTORY)
     with tempfile.TemporaryDirectory() as local:
