@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import html
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 
 from libs import candidate_index
 from libs.candidate_index import CandidateIndex
-from load_tests import NUM_USERS
+from load_tests import NUM_USERS, flamegraph
 from tools.stack import ROOT
 
 EXCLUDED = 700  # a heavy user's history: the largest exclusion set MovieLens has
@@ -195,32 +194,24 @@ def get_candidates(workdir: Path, calls: int, model_repo: Path | None = None) ->
     return percentiles(timings)
 
 
-def top_functions(raw: Path, n: int = 12) -> list[tuple[str, float]]:
-    """py-spy's raw output (one 'frame;frame;... count' line per stack) -> the functions
-    holding the most samples themselves, as shares of all samples."""
-    own, total = collections.Counter(), 0
-    for line in raw.read_text().splitlines():
-        frames, _, count = line.rpartition(" ")
-        if frames:
-            own[frames.split(";")[-1]] += int(count)
-            total += int(count)
-    return [(frame, round(count / total, 3)) for frame, count in own.most_common(n)]
-
-
 def profiled(pids: dict[str, int], seconds: int, out: Path):
-    """Starts py-spy on every service for `seconds`; the returned function waits for them
-    and gives each service's top functions."""
+    """Starts py-spy on every service for `seconds`; the returned function waits for them,
+    draws each service's flame graph (profile-<service>.svg) and gives its top functions."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     running = {name: (out / f"profile-{name}.txt", subprocess.Popen(
         [spy, "record", "--rate", "200", "--duration", str(seconds), "--format", "raw",
-         "--nonblocking", "--output", str(out / f"profile-{name}.txt"), "--pid", str(pid)],
+         "--function", "--nonblocking", "--output", str(out / f"profile-{name}.txt"),
+         "--pid", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for name, pid in pids.items()}
 
     def collect() -> dict:
         found = {}
         for name, (raw, process) in running.items():
             if process.wait() == 0 and raw.exists():
-                found[name] = top_functions(raw)
+                stacks = flamegraph.read(raw)
+                (out / f"profile-{name}.svg").write_text(
+                    flamegraph.render(stacks, f"{name}, under load (py-spy)"))
+                found[name] = flamegraph.top_functions(stacks)
         return found
     return collect
 
@@ -325,9 +316,15 @@ def write_report(summary: dict, out: Path) -> None:
         + f"<td>{r['build_s']} s</td><td>{r['load_s']} s</td><td>{r['file_mb']} MB</td></tr>"
         for r in summary["search"])
     profile = (summary.get("stack") or {}).get("profile", {})
-    tops = "".join(f"<h3>{name}</h3><table border=1 cellpadding=3>" + "".join(
-        f"<tr><td>{share:.1%}</td><td><code>{html.escape(frame)}</code></td></tr>"
-        for frame, share in functions) + "</table>" for name, functions in profile.items())
+    tops = "".join(
+        f'<h3>{name}</h3><p><a href="profile-{name}.svg"><img src="profile-{name}.svg" '
+        f'width="100%"></a></p><table border=1 cellpadding=3><tr><th>self</th>'
+        f'<th>function</th><th>total</th><th>function (with its callees)</th></tr>'
+        + "".join(f"<tr><td>{s_share:.1%}</td><td><code>{html.escape(s_frame)}</code></td>"
+                  f"<td>{t_share:.1%}</td><td><code>{html.escape(t_frame)}</code></td></tr>"
+                  for (s_frame, s_share), (t_frame, t_share)
+                  in zip(functions["self"], functions["total"]))
+        + "</table>" for name, functions in profile.items())
     probe_counts = "".join(f"<th>IVF, {b} probes</th>" for b in (summary["search"][0]["ivf"]
                                                         if summary["search"] else []))
     (out / "report.html").write_text(
@@ -335,7 +332,9 @@ def write_report(summary: dict, out: Path) -> None:
         f"<h2>Top-100 search, one query, one thread, {EXCLUDED} items excluded</h2>"
         f"<table border=1 cellpadding=4><tr><th>items</th><th>exact p50 / p99 ms</th>"
         f"{probe_counts}<th>build</th><th>load</th><th>files</th></tr>{rows}</table>{images}"
-        "<h2>Where each service spends its samples under load (py-spy, own time)</h2>"
+        "<h2>Where each service spends its samples under load</h2><p>py-spy flame graphs: "
+        "callers below, hover for shares; time in native code shows as its Python caller."
+        "</p>"
         f"{tops}"
         f"<h2>All figures</h2><pre>{json.dumps(summary, indent=1)}</pre>\n")
     print(f"report: {out / 'report.html'}, {out / 'summary.json'}")
