@@ -99,13 +99,15 @@ def merge(sources: cs.CandidateSources, wanted: set[str], two_tower: list[tuple[
     allowed[sources.indices(exclude)] = False
     for top, name in cs.neighbour_proposals(scores, allowed, wanted):
         propose([sources.item_ids[i] for i in top], name)
-    for top, name in orders.proposals(wanted, lambda i: orders.item_ids[i] in exclude):
+    unseen = np.ones(len(orders.item_ids), bool)
+    unseen[orders.positions(exclude)] = False
+    for top, name in orders.proposals(wanted, unseen):
         propose([orders.item_ids[i] for i in top], name)
     if not proposed:
         return []
 
     ids = list(proposed)
-    trend = cs.trend_rows(orders.table, ids, missing=at)
+    trend = orders.rows(ids, missing=at)
     candidates = np.array([sources.index.get(i, -1) for i in ids])
     features = cs.feature_matrix(trend, at, scores, sources.genres, history, candidates)
     blended = sources.blend.score(features)

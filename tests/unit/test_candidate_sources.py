@@ -123,3 +123,13 @@ def test_the_gate_s_blend_learns_nothing_from_the_validation_period():
     assert np.allclose(held_out["blend_weight"], held_out_again["blend_weight"])
     assert not np.allclose(built.blend.weight, rebuilt.blend.weight)
     assert built.info["validation_days"] == sources.VALIDATION_DAYS
+
+
+def test_trend_rows_at_request_time_are_the_table_s_and_new_items_start_now():
+    table = {"a": [1, 3, 1, 0, 0, 5, 100], "b": [0, 0, 2, 2, 1, 9, 50]}
+    orders = cs.TrendOrders(table, ["a", "b", "c"])
+    asked = ["b", "new", "a", "c"]  # "c" is in the catalog but was never rated
+    assert np.array_equal(orders.rows(asked, missing=900),
+                          cs.trend_rows(table, asked, missing=900))
+    assert orders.rows(asked, missing=900)[1].tolist() == [0, 0, 0, 0, 0, 0, 900]
+    assert np.array_equal(cs.TrendOrders({}).rows(["x"], 7), cs.trend_rows({}, ["x"], 7))

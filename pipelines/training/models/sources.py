@@ -111,7 +111,7 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
         allowed = matrix[row] == 0
         scores = cs.user_scores(sources, history, recent, len(items))
         proposed = [top for top, _ in (*cs.neighbour_proposals(scores, allowed, cs.SOURCES),
-                                       *orders.proposals(cs.SOURCES, lambda i: not allowed[i]))]
+                                       *orders.proposals(cs.SOURCES, allowed))]
         candidates = np.unique(np.concatenate(proposed).astype(np.int64))
         features.append(cs.feature_matrix(trend[candidates], cut, scores, genres, history,
                                           candidates))
