@@ -133,10 +133,12 @@ class Recommender:
     def _finish(self, request, response: recommend_pb2.RecommendResponse, started: float):
         if response.fallback:
             metrics.FALLBACKS.labels("router", Reason.Name(response.fallback_reason)).inc()
-        log.event(logger, "recommended", arms=[a.arm for a in response.assignments],
-                  fallback=response.fallback,
-                  items=[i.item_id for i in response.items][:20],
-                  versions=[response.model_versions.retrieval, response.model_versions.ranking])
+        if logger.isEnabledFor(logging.DEBUG):  # the exposure log has every answer
+            log.event(logger, "recommended", logging.DEBUG,
+                      arms=[a.arm for a in response.assignments], fallback=response.fallback,
+                      items=[i.item_id for i in response.items][:20],
+                      versions=[response.model_versions.retrieval,
+                                response.model_versions.ranking])
         if self.exposures:
             self.exposures.write(record(request, response, started))
         return response

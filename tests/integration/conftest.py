@@ -63,7 +63,7 @@ def stack(trained):
     stack = Stack.on_free_ports(workdir, extra={
         "services/candidate": ["log_level=DEBUG", "model_timeout_ms=3000"],
         "services/ranking": ["model_timeout_ms=3000"],
-        "services/router": ["deadline_ms=8000"]})
+        "services/router": ["log_level=DEBUG", "deadline_ms=8000"]})
     stack.start()
     yield stack
     stack.stop()

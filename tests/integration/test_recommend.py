@@ -113,8 +113,8 @@ def test_every_service_has_health_reflection_and_metrics(stack, recommend):
 
 
 def test_logs_are_json_and_carry_the_request_id(stack, recommend):
-    # the stack runs the candidate service with log_level=DEBUG (conftest.py), which
-    # logs every RPC; at INFO only failed ones are
+    # the stack runs the router and the candidate service with log_level=DEBUG
+    # (conftest.py), which logs every RPC and answer; at INFO only failed ones are
     recommend.Recommend(Request(user_id="5", num_results=3, request_id="trace-me-42"),
                         timeout=10)
     for name in ("services/router", "services/candidate"):
