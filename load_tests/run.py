@@ -15,6 +15,7 @@ import csv
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -73,22 +74,43 @@ def echo_baseline(n: int, sync: bool = False) -> dict:
         server.wait()
 
 
-def run_locust(target: str, users: int, seconds: int, out: Path) -> dict:
+def run_locust(target: str, users: int, seconds: int, out: Path,
+               pids: dict[str, int] | None = None) -> dict:
+    """Locust headless against `target`; its own output goes to out/locust.log. With
+    `pids` (name -> pid), also the CPU each of those processes and Locust itself spent
+    per request meanwhile: under load, calls share wake-ups, so this is the figure that
+    bounds the RPS two cores can answer (the sequential one is higher)."""
     prefix = out / "locust"
     command = [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests/locustfile.py"),
                "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
                "--host", target, "--csv", str(prefix), "--html", str(out / "locust.html"),
                "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"]
-    subprocess.run(command, cwd=ROOT, env=service_env(), check=False, timeout=seconds + 120)
+    before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out / "locust.log", "a") as log:
+        subprocess.run(command, cwd=ROOT, env=service_env(), check=False,
+                       timeout=seconds + 120, stdout=log, stderr=subprocess.STDOUT)
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in (pids or {}).items()}
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent["locust"] = (finished.ru_utime + finished.ru_stime
+                       - children.ru_utime - children.ru_stime)
     with open(f"{prefix}_stats.csv", newline="") as f:
         rows = {r["Name"]: r for r in csv.DictReader(f)}
     total = rows["Aggregated"]
     fallbacks = rows.get("Recommend (fallback)", {}).get("Request Count", "0")
-    return {"users": users, "seconds": seconds,
-            "requests": int(total["Request Count"]), "failures": int(total["Failure Count"]),
-            "fallback_answers": int(fallbacks),
-            "rps": round(float(total["Requests/s"]), 1),
-            **{f"p{p}_ms": float(total[f"{p}%"]) for p in (50, 90, 95, 99)}}
+    requests = int(total["Request Count"])
+    point = {"users": users, "seconds": seconds,
+             "requests": requests, "failures": int(total["Failure Count"]),
+             "fallback_answers": int(fallbacks),
+             "rps": round(float(total["Requests/s"]), 1),
+             **{f"p{p}_ms": float(total[f"{p}%"]) for p in (50, 90, 95, 99)}}
+    if requests:
+        by_process = {name: round(cpu / requests * 1000, 3) for name, cpu in spent.items()}
+        point["cpu_ms_per_request_by_process"] = by_process
+        if pids:
+            point["stack_cpu_ms_per_request"] = round(sum(
+                v for name, v in by_process.items() if name != "locust"), 3)
+    return point
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -152,7 +174,7 @@ def main(argv=None) -> int:
         echo = echo_baseline(args.calls)
         echo_sync = echo_baseline(args.calls, sync=True)
         print(f"locust: {args.users} users for {args.seconds}s against {target}", flush=True)
-        locust = run_locust(target, args.users, args.seconds, out)
+        locust = run_locust(target, args.users, args.seconds, out, pids)
     finally:
         if stack:
             stack.stop()
@@ -178,6 +200,8 @@ def main(argv=None) -> int:
   locust: {lc['users']} users, {lc['seconds']} s: {lc['rps']} RPS, p50 {lc['p50_ms']:.0f} ms,
           p95 {lc['p95_ms']:.0f} ms, p99 {lc['p99_ms']:.0f} ms, {lc['failures']} failures
           in {lc['requests']} requests ({lc['fallback_answers']} fallback answers)
+          CPU per request meanwhile: {', '.join(
+        f'{k} {v:.2f}' for k, v in lc.get('cpu_ms_per_request_by_process', {}).items())}
   report: {out / 'summary.json'}, {out / 'latency.png'}, {out / 'locust.html'}""")
     return 1 if locust["failures"] else 0
 

@@ -256,12 +256,15 @@ def stack_benchmark(args, workdir: Path, out: Path) -> dict:
             print(f"stack: locust, {users_count} users for {args.seconds} s...", flush=True)
             collect = (profiled(pids, args.seconds - 5, out)
                        if users_count == args.profile_users else None)
-            point = run.run_locust(target, users_count, args.seconds, out)
+            point = run.run_locust(target, users_count, args.seconds, out, pids)
             if collect:
                 profile = collect()
             curve.append(point)
             print(f"  {point['rps']} RPS, p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
-                  f"{point['failures']} failures", flush=True)
+                  f"{point['failures']} failures; CPU per Recommend "
+                  f"{point.get('stack_cpu_ms_per_request')} ms in the stack, "
+                  f"{point['cpu_ms_per_request_by_process']['locust']} ms in Locust",
+                  flush=True)
     finally:
         stack.stop()
     echo = run.echo_baseline(args.calls)
