@@ -15,7 +15,8 @@
    catalog and with the largest size's catalog behind the same version (its index
    replaced in a copy of the model repository), one stack after the other; CPU per
    Recommend by process next to a bare gRPC echo; Locust at each `--users` count: RPS
-   against p50 / p99; during one of them, each service's top functions (py-spy).
+   against p50 / p99; then, in a Locust run of its own, each service's flame graph and
+   top functions (py-spy).
 Prints progress and figures; writes reports/scale/{summary.json, report.html, *.png}.
 """
 from __future__ import annotations
@@ -251,20 +252,21 @@ def stack_benchmark(args, workdir: Path, out: Path) -> dict:
                 args.calls, pids)
         print(f"stack: Recommend CPU {recommend['cpu_ms_per_call']} ms per call "
               f"({recommend['cpu_ms_per_call_by_process']})", flush=True)
-        profile = {}
         for users_count in args.users:
             print(f"stack: locust, {users_count} users for {args.seconds} s...", flush=True)
-            collect = (profiled(pids, args.seconds - 5, out)
-                       if users_count == args.profile_users else None)
             point = run.run_locust(target, users_count, args.seconds, out, pids)
-            if collect:
-                profile = collect()
             curve.append(point)
             print(f"  {point['rps']} RPS, p50 {point['p50_ms']} ms, p99 {point['p99_ms']} ms, "
                   f"{point['failures']} failures; CPU per Recommend "
                   f"{point.get('stack_cpu_ms_per_request')} ms in the stack, "
                   f"{point['cpu_ms_per_request_by_process']['locust']} ms in Locust",
                   flush=True)
+        # a run of its own: sampling four processes costs CPU the curve must not pay
+        print(f"stack: profiling every service, locust {args.profile_users} users for "
+              f"{args.seconds} s...", flush=True)
+        collect = profiled(pids, args.seconds - 5, out)
+        run.run_locust(target, args.profile_users, args.seconds, out)
+        profile = collect()
     finally:
         stack.stop()
     echo = run.echo_baseline(args.calls)
@@ -368,7 +370,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=int, default=15, help="per Locust point")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--profile-users", type=int, default=8,
-                        help="profile every service (py-spy) during this Locust point")
+                        help="after the curve, profile every service (py-spy) under this "
+                             "many Locust users")
     parser.add_argument("--skip-stack", action="store_true", help="search figures only")
     parser.add_argument("--out", default=str(ROOT / "reports" / "scale"))
     args = parser.parse_args(argv)
