@@ -10,6 +10,11 @@ import zlib
 from pathlib import Path
 
 WIDTH, ROW, FONT = 1200, 17, 11
+# Functions that, sampled as the innermost frame, are a thread waiting for work: the event
+# loop in epoll, a pool worker on its queue, the metrics server's poll. py-spy cannot
+# always tell such threads are idle; counted, they would bury the work.
+IDLE = ("EpollSelector.select", "_PollLikeSelector.select", "_worker", "Condition.wait",
+        "Event.wait")
 
 
 def read(raw: Path) -> list[tuple[list[str], int]]:
@@ -19,6 +24,15 @@ def read(raw: Path) -> list[tuple[list[str], int]]:
         if frames and count.isdigit():
             stacks.append((frames.split(";"), int(count)))
     return stacks
+
+
+def without_idle(stacks: list[tuple[list[str], int]]
+                 ) -> tuple[list[tuple[list[str], int]], float]:
+    """The stacks whose innermost frame is not an IDLE wait, and the share left out."""
+    busy = [(frames, count) for frames, count in stacks
+            if frames[-1].split(" (", 1)[0] not in IDLE]
+    total = sum(count for _, count in stacks)
+    return busy, (1 - sum(count for _, count in busy) / total) if total else 0.0
 
 
 def top_functions(stacks: list[tuple[list[str], int]], n: int = 12) -> dict:

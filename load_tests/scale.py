@@ -222,10 +222,10 @@ def profiled(pids: dict[str, int], seconds: int, out: Path):
         found = {}
         for name, (raw, process) in running.items():
             if process.wait() == 0 and raw.exists():
-                stacks = flamegraph.read(raw)
-                (out / f"profile-{name}.svg").write_text(
-                    flamegraph.render(stacks, f"{name}, under load (py-spy)"))
-                found[name] = flamegraph.top_functions(stacks)
+                stacks, idle = flamegraph.without_idle(flamegraph.read(raw))
+                (out / f"profile-{name}.svg").write_text(flamegraph.render(
+                    stacks, f"{name}, under load (py-spy; {idle:.0%} idle waits left out)"))
+                found[name] = {**flamegraph.top_functions(stacks), "idle": round(idle, 3)}
         return found
     return collect
 
@@ -336,7 +336,9 @@ def write_report(summary: dict, out: Path) -> None:
         for r in summary["search"])
     profile = (summary.get("stack") or {}).get("profile", {})
     tops = "".join(
-        f'<h3>{name}</h3><p><a href="profile-{name}.svg"><img src="profile-{name}.svg" '
+        f'<h3>{name}</h3><p>{functions["idle"]:.0%} of the samples were idle waits '
+        f'(event loop, worker queues), left out below.</p>'
+        f'<p><a href="profile-{name}.svg"><img src="profile-{name}.svg" '
         f'width="100%"></a></p><table border=1 cellpadding=3><tr><th>self</th>'
         f'<th>function</th><th>total</th><th>function (with its callees)</th></tr>'
         + "".join(f"<tr><td>{s_share:.1%}</td><td><code>{html.escape(s_frame)}</code></td>"

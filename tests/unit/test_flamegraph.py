@@ -29,3 +29,12 @@ def test_flame_graph_widths_follow_samples(tmp_path):
     assert widths["serve"] == 0.4 * flamegraph.WIDTH
     assert "router (100 samples)" in svg
     assert "<title>parse: 30 samples, 30.0%</title>" in svg
+
+
+def test_idle_waits_are_left_out_and_counted(tmp_path):
+    stacks = stacks_from(tmp_path, "main;loop;EpollSelector.select (selectors.py:451) 70\n"
+                                   "main;loop;handle (app.py:3) 20\n"
+                                   "Thread.run;_worker (concurrent/futures/thread.py:69) 10\n")
+    busy, idle = flamegraph.without_idle(stacks)
+    assert [frames[-1] for frames, _ in busy] == ["handle (app.py:3)"]
+    assert idle == 0.8
