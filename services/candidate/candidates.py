@@ -144,7 +144,12 @@ class CandidateGenerator:
         at = request.context.timestamp_seconds or int(time.time())
         for found_item in merge(version_sources, wanted, two_tower, found.rated_items,
                                 found.recent_items, exclude, self.trend_orders, at, n):
-            response.items.add(item_id=found_item.item_id, score=found_item.score,
-                               retrieval_score=found_item.score, source=found_item.source,
-                               source_scores=found_item.source_scores)
+            added = response.items.add(item_id=found_item.item_id, score=found_item.score,
+                                       retrieval_score=found_item.score,
+                                       source=found_item.source)
+            # one key at a time: a dict given to add() goes through a generic update,
+            # 0.45 us a key slower (100 items x 4 keys a response)
+            scores = added.source_scores
+            for name, value in found_item.source_scores.items():
+                scores[name] = value
         return response

@@ -69,9 +69,8 @@ class Ranker:
         order = sorted(range(len(ids)), key=lambda i: -scores[i])
         response = ranking_pb2.RankResponse(model_version=prediction.version,
                                             features_degraded=found.degraded)
-        for i in order:
-            candidate = request.candidates[i]
-            response.items.add(item_id=ids[i], score=float(scores[i]),
-                               retrieval_score=candidate.retrieval_score,
-                               source=candidate.source, source_scores=candidate.source_scores)
+        for i in order:  # the candidate as it came (source, its scores), scored anew
+            ranked = response.items.add()
+            ranked.CopyFrom(request.candidates[i])
+            ranked.score = float(scores[i])
         return response
