@@ -1,9 +1,11 @@
 """A bare gRPC unary echo server: the floor one gRPC hop costs on this machine.
 
-  python -m load_tests.echo PORT [--sync]
+  python -m load_tests.echo PORT [--sync] [--forward TARGET ... [--every N]]
 
 `--sync` serves with grpc's thread-pool server instead of grpc.aio, so the load test can
-show which of the two costs less here.
+show which of the two costs less here. `--forward` makes it a bare relay, as the services
+are with their work taken out: each call is passed on to the first target (and answered
+with its answer), and every Nth call to the other targets too.
 """
 import argparse
 import asyncio
@@ -17,8 +19,18 @@ def _handlers(echo):
         "echo.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
 
 
-async def serve_aio(port: int) -> None:
+async def serve_aio(port: int, forward: list[str], every: int) -> None:
+    calls = [grpc.aio.insecure_channel(target).unary_unary("/echo.Echo/Echo")
+             for target in forward]
+    count = 0
+
     async def echo(request: bytes, context) -> bytes:
+        nonlocal count
+        count += 1
+        for i, call in enumerate(calls):
+            if i == 0 or count % every == 0:
+                answer = await call(request, timeout=5)
+                request = answer if i == 0 else request
         return request
 
     server = grpc.aio.server()
@@ -42,8 +54,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--forward", nargs="+", default=[], metavar="TARGET")
+    parser.add_argument("--every", type=int, default=1)
     args = parser.parse_args()
     if args.sync:
         serve_sync(args.port)
     else:
-        asyncio.run(serve_aio(args.port))
+        asyncio.run(serve_aio(args.port, args.forward, args.every))

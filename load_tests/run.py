@@ -74,6 +74,36 @@ def echo_baseline(n: int, sync: bool = False) -> dict:
         server.wait()
 
 
+# The stack's calls: the router asks the candidate service and, for the two_stage arm's
+# tenth of the users, the ranking service; both ask the model server.
+TOPOLOGY = {"model_server": [], "candidate": ["model_server"], "ranking": ["model_server"],
+            "router": ["candidate", "ranking"]}
+
+
+def relay_floor(n: int, payload_bytes: int = 600) -> dict:
+    """`sequential` through the stack's topology with every service a bare relay
+    (load_tests/echo.py --forward): what its gRPC hops cost with no work at all."""
+    ports = {name: free_port() for name in TOPOLOGY}
+    servers = {}
+    try:
+        for name, calls in TOPOLOGY.items():  # callees first: a relay dials at start
+            servers[name] = subprocess.Popen(
+                [sys.executable, "-m", "load_tests.echo", str(ports[name]),
+                 *(["--forward", *(f"127.0.0.1:{ports[c]}" for c in calls), "--every", "10"]
+                   if calls else [])],
+                cwd=ROOT, env=service_env(), stdout=subprocess.PIPE, text=True)
+            servers[name].stdout.readline()
+        with grpc.insecure_channel(f"127.0.0.1:{ports['router']}") as channel:
+            relay = channel.unary_unary("/echo.Echo/Echo")
+            payload = b"x" * payload_bytes
+            return sequential(lambda: relay(payload, timeout=2), n,
+                              {name: server.pid for name, server in servers.items()})
+    finally:
+        for server in servers.values():
+            server.terminate()
+            server.wait()
+
+
 def run_locust(target: str, users: int, seconds: int, out: Path,
                pids: dict[str, int] | None = None) -> dict:
     """Locust headless against `target`; its own output goes to out/locust.log. With

@@ -271,8 +271,14 @@ def stack_benchmark(args, workdir: Path, out: Path) -> dict:
         stack.stop()
     echo = run.echo_baseline(args.calls)
     print(f"stack: bare gRPC echo CPU {echo['cpu_ms_per_call']} ms per call", flush=True)
-    return {"recommend": recommend, "echo": echo, "curve": curve, "profile": profile,
-            "cpu_in_echoes": round(recommend["cpu_ms_per_call"] / echo["cpu_ms_per_call"], 1)}
+    floor = run.relay_floor(args.calls)
+    print(f"stack: the same topology of bare relays, CPU {floor['cpu_ms_per_call']} ms per "
+          f"call ({floor['cpu_ms_per_call_by_process']})", flush=True)
+    return {"recommend": recommend, "echo": echo, "relay_floor": floor, "curve": curve,
+            "profile": profile,
+            "cpu_in_echoes": round(recommend["cpu_ms_per_call"] / echo["cpu_ms_per_call"], 1),
+            "cpu_in_relay_floors": round(recommend["cpu_ms_per_call"]
+                                         / floor["cpu_ms_per_call"], 1)}
 
 
 def plots(summary: dict, out: Path) -> list[str]:
@@ -313,10 +319,19 @@ def plots(summary: dict, out: Path) -> list[str]:
         left.set_ylabel("latency, ms")
         left.legend()
         by_process = stack["recommend"]["cpu_ms_per_call_by_process"]
-        right.bar(list(by_process), list(by_process.values()), color="#c44e52")
+        floor = stack.get("relay_floor", {}).get("cpu_ms_per_call_by_process", {})
+        at = np.arange(len(by_process))
+        right.bar(at - 0.2, list(by_process.values()), 0.4, color="#c44e52",
+                  label="Recommend")
+        right.bar(at + 0.2, [floor.get(name, 0) for name in by_process], 0.4,
+                  color="#8c8c8c", label="same topology, bare relays")
+        right.set_xticks(at, list(by_process))
         right.axhline(stack["echo"]["cpu_ms_per_call"], color="black", linestyle="--",
                       label="one bare gRPC echo")
         right.set_ylabel("CPU ms per Recommend")
+        if floor:
+            right.set_title(f"{stack['recommend']['cpu_ms_per_call']} ms in all; bare relays: "
+                            f"{stack['relay_floor']['cpu_ms_per_call']} ms", fontsize=9)
         right.legend()
         fig.tight_layout()
         fig.savefig(out / "stack.png", dpi=100)
