@@ -3,6 +3,7 @@ search, files that do not belong together, and loading off the request path."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import numpy as np
@@ -97,3 +98,13 @@ def test_a_version_is_searched_once_loaded_and_a_request_never_waits_for_a_load(
         await indexes.load_newest()
         return indexes.get(4), indexes.get(4)
     assert asyncio.run(run()) == (None, None)
+
+
+def test_an_index_of_an_older_format_is_refused_with_what_to_do(written, tmp_path):
+    directory, _ = written
+    old = tmp_path / "old"
+    shutil.copytree(directory, old)
+    meta = json.loads((old / candidate_index.META).read_text())
+    (old / candidate_index.META).write_text(json.dumps({**meta, "format": 1}))
+    with pytest.raises(ValueError, match="format 1.*retrain"):
+        CandidateIndex.load(old, approximate=True)
