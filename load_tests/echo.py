@@ -27,11 +27,11 @@ async def serve_aio(port: int, forward: list[str], every: int) -> None:
     async def echo(request: bytes, context) -> bytes:
         nonlocal count
         count += 1
-        for i, call in enumerate(calls):
-            if i == 0 or count % every == 0:
-                answer = await call(request, timeout=5)
-                request = answer if i == 0 else request
-        return request
+        answer = await calls[0](request, timeout=5) if calls else request
+        if count % every == 0:
+            for call in calls[1:]:
+                await call(request, timeout=5)
+        return answer
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([_handlers(echo)])

@@ -58,13 +58,18 @@ def sequential(call, n: int, pids: dict[str, int]) -> dict:
             "cpu_ms_per_call_by_process": {k: round(v, 3) for k, v in by_process.items()}}
 
 
+def _echo_server(port: int, *options: str) -> subprocess.Popen:
+    """load_tests/echo.py on `port`, once it says it is ready."""
+    server = subprocess.Popen([sys.executable, "-m", "load_tests.echo", str(port), *options],
+                              cwd=ROOT, env=service_env(), stdout=subprocess.PIPE, text=True)
+    server.stdout.readline()
+    return server
+
+
 def echo_baseline(n: int, sync: bool = False) -> dict:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "load_tests.echo", str(port),
-                               *(["--sync"] if sync else [])], cwd=ROOT,
-                              env=service_env(), stdout=subprocess.PIPE, text=True)
+    server = _echo_server(port, *(["--sync"] if sync else []))
     try:
-        server.stdout.readline()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             echo = channel.unary_unary("/echo.Echo/Echo")
             payload = b"x" * 64
@@ -87,12 +92,9 @@ def relay_floor(n: int, payload_bytes: int = 600) -> dict:
     servers = {}
     try:
         for name, calls in TOPOLOGY.items():  # callees first: a relay dials at start
-            servers[name] = subprocess.Popen(
-                [sys.executable, "-m", "load_tests.echo", str(ports[name]),
-                 *(["--forward", *(f"127.0.0.1:{ports[c]}" for c in calls), "--every", "10"]
-                   if calls else [])],
-                cwd=ROOT, env=service_env(), stdout=subprocess.PIPE, text=True)
-            servers[name].stdout.readline()
+            servers[name] = _echo_server(ports[name], *(
+                ["--forward", *(f"127.0.0.1:{ports[c]}" for c in calls), "--every", "10"]
+                if calls else []))
         with grpc.insecure_channel(f"127.0.0.1:{ports['router']}") as channel:
             relay = channel.unary_unary("/echo.Echo/Echo")
             payload = b"x" * payload_bytes

@@ -13,10 +13,11 @@
    are that version's query embeddings of real users.
 2. The stack (needs `make train` in --workdir): GetCandidates p50 / p99 with the trained
    catalog and with the largest size's catalog behind the same version (its index
-   replaced in a copy of the model repository), one stack after the other; CPU per
-   Recommend by process next to a bare gRPC echo; Locust at each `--users` count: RPS
-   against p50 / p99; then, in a Locust run of its own, each service's flame graph and
-   top functions (py-spy).
+   replaced in a copy of the model repository), both running and called in turn; CPU per
+   Recommend by process next to a bare gRPC echo and to the same topology of bare
+   relays; Locust at each `--users` count: RPS against p50 / p99 and CPU per request;
+   then, in a Locust run of its own, each service's flame graph and top functions
+   (py-spy).
 Prints progress and figures; writes reports/scale/{summary.json, report.html, *.png}.
 """
 from __future__ import annotations
