@@ -57,12 +57,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 async def serve(config: ModelServerConfig) -> None:
-    tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
     config_file = ModelConfigFile(config.model_config_file) if config.model_config_file \
         else None
     repo = ModelRepository(config_file.sources if config_file else model_sources(config),
-                           config.settle_seconds, warm_up=prediction.warm_up)
+                           config.settle_seconds, warm_up=prediction.warm_up,
+                           session_config=tf.compat.v1.ConfigProto(
+                               intra_op_parallelism_threads=config.intra_op_threads,
+                               inter_op_parallelism_threads=config.inter_op_threads))
     if not repo.sources:
         log.event(logger, "serving no models: every Predict answers NOT_FOUND",
                   logging.WARNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_pb2, predict_pb2)
 
@@ -39,10 +40,11 @@ def _resolve(repo: ModelRepository, spec: model_pb2.ModelSpec) -> LoadedVersion:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, str(err)) from None
 
 
-def _to_tensor(name: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
-    if proto.dtype != spec.dtype.as_datatype_enum:
+def _to_array(name: str, proto, spec: meta_graph_pb2.TensorInfo) -> np.ndarray:
+    if proto.dtype != spec.dtype:
+        expected = tf.dtypes.as_dtype(spec.dtype).name
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"Expects arg[{name}] to be {spec.dtype.name} but "
+                           f"Expects arg[{name}] to be {expected} but "
                            f"{tf.dtypes.as_dtype(proto.dtype).name} is provided"
                            if proto.dtype else f"input {name!r} has no dtype")
     try:
@@ -50,11 +52,12 @@ def _to_tensor(name: str, proto, spec: tf.TensorSpec) -> tf.Tensor:
     except (TypeError, ValueError) as err:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input {name!r} is not a valid tensor: {err}") from None
-    if not spec.shape.is_compatible_with(value.shape):
+    shape = tf.TensorShape(spec.tensor_shape)
+    if not shape.is_compatible_with(value.shape):
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input {name!r} has shape {list(value.shape)}, the signature "
-                           f"expects {spec.shape}")
-    return tf.constant(value, dtype=spec.dtype)
+                           f"expects {shape}")
+    return value
 
 
 def predict(repo: ModelRepository, request: predict_pb2.PredictRequest
@@ -70,7 +73,7 @@ def predict_on(loaded: LoadedVersion, request: predict_pb2.PredictRequest
     if fn is None:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                            f'Serving signature key "{signature_name}" not found.')
-    specs = fn.structured_input_signature[1]
+    specs = fn.inputs
     sent, expected = set(request.inputs), set(specs)
     if sent != expected:
         raise ServingError(
@@ -78,9 +81,9 @@ def predict_on(loaded: LoadedVersion, request: predict_pb2.PredictRequest
             f"input size does not match signature: {len(sent)}!={len(expected)} for inputs "
             f"of signature {signature_name}. Sent extra: {sorted(sent - expected)}. "
             f"Missing but required: {sorted(expected - sent)}.")
-    inputs = {k: _to_tensor(k, request.inputs[k], specs[k]) for k in specs}
+    inputs = {k: _to_array(k, request.inputs[k], specs[k]) for k in specs}
     wanted = set(request.output_filter)
-    unknown = wanted - set(fn.structured_outputs)
+    unknown = wanted - set(fn.outputs)
     if unknown:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"output tensor alias not found in signature: {sorted(unknown)}")
@@ -95,7 +98,7 @@ def predict_on(loaded: LoadedVersion, request: predict_pb2.PredictRequest
     response.model_spec.signature_name = signature_name
     for key, value in outputs.items():
         if not wanted or key in wanted:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
     return response
 
 

@@ -17,6 +17,8 @@ from services.model_server.config import ModelServerConfig, model_sources
 from services.model_server.model_config import ModelConfigFile
 from services.model_server.repository import ModelRepository, ModelSource
 
+X, TAG = np.array([1.0], np.float32), np.array([b"a"], object)  # one row of the signature
+
 
 def save_version(base, version: int, factor: float) -> None:
     class Scale(tf.Module):
@@ -139,8 +141,7 @@ def test_new_version_is_swapped_in_and_held_versions_keep_working(repo, repo_dir
     save_version(base, 2, 5.0)
     repository.poll()
     assert repository.get("scale").version == 2
-    x = tf.constant([1.0])
-    assert held.signature("serving_default")(x=x, tag=tf.constant(["a"]))["y"].numpy()[0] == 2.0
+    assert held.signature("serving_default")(x=X, tag=TAG)["y"][0] == 2.0
 
 
 def test_version_still_being_copied_is_not_loaded(tmp_path):
@@ -298,8 +299,7 @@ def test_labels_move_when_their_version_has_loaded_and_never_name_an_unloaded_on
                                         labels={"stable": 2, "canary": 2})])
     repository.poll()
     assert labelled(repository, "stable") == 2 and set(repository.status("scale")) == {2}
-    assert held.signature("serving_default")(x=tf.constant([1.0]), tag=tf.constant(["a"]))[
-        "y"].numpy()[0] == 2.0
+    assert held.signature("serving_default")(x=X, tag=TAG)["y"][0] == 2.0
 
 
 def test_a_label_on_a_version_the_policy_does_not_load_waits_and_the_old_labels_stay(
@@ -330,3 +330,12 @@ def test_not_ready_until_the_configs_labels_are_in_force(tmp_path, repo_dir):
                                               versions=(1,), labels={"stable": 2})])
     repository.poll()
     assert repository.get("scale").version == 1 and not repository.ready()
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("inter_op_threads", -2, "field 'inter_op_threads' must be -1 (the caller's thread)"),
+    ("intra_op_threads", -1, "field 'intra_op_threads' must be 0 (one per core) or more"),
+])
+def test_thread_pool_sizes_are_validated(field, value, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ModelServerConfig(**{field: value}).validate()
