@@ -139,7 +139,7 @@ def stream_freshness(workdir: Path, redis_address: str, users, items, probes: in
     import sys
 
 
-    from pipelines.features import stream
+    from libs import feature_stream
     from tools.stack import service_env
 
     config_file = workdir / "store.yaml"
@@ -147,7 +147,7 @@ def stream_freshness(workdir: Path, redis_address: str, users, items, probes: in
         "type": "redis", "connection_string": redis_address}}))
     store = ingest.open_store(FeatureStoreConfig(online_store=OnlineStore(
         type="redis", connection_string=redis_address)), workdir / "features")
-    client = stream.redis_client(redis_address)
+    client = feature_stream.redis_client(redis_address)
     name = "benchmark:events"
     client.delete(name)
     worker = subprocess.Popen(
@@ -165,7 +165,7 @@ def stream_freshness(workdir: Path, redis_address: str, users, items, probes: in
             user = str(users[rng.integers(len(users))])
             before = count(user)
             start = time.perf_counter()
-            stream.publish(client, name, user, str(items[rng.integers(len(items))]), 3)
+            feature_stream.publish(client, name, user, str(items[rng.integers(len(items))]), 3)
             while count(user) == before:
                 if time.perf_counter() - start > 30:
                     raise SystemExit("error: the stream worker applied nothing in 30 s")

@@ -3,10 +3,9 @@
   python -m pipelines.features.stream [--config FILE] [--set key=value ...]
   python -m pipelines.features.stream publish --redis HOST:PORT --user U --item I --rating R
 
-Producers XADD events (fields user_id, item_id, rating, optionally timestamp in seconds;
-else the time the stream received it) to the stream. Workers read it in a consumer group,
-so several share one stream and what a crashed worker had not acknowledged is read
-again. For each batch the worker
+Producers add rating events to the stream (their fields: libs/feature_stream.py).
+Workers read it in a consumer group, so several share one stream and what a crashed
+worker had not acknowledged is read again. For each batch the worker
   1. checks every event with the batch job's parser and refuses events naming users or
      items the store does not know (quarantined to <workdir>/features/stream_quarantine/
      and counted, never applied);
@@ -39,6 +38,7 @@ from prometheus_client import Counter, Histogram
 
 from libs import config as config_lib
 from libs import log
+from libs.feature_stream import DEFAULT_STREAM, publish, redis_client
 from libs.feature_store_config import FeatureStoreConfig
 from pipelines.data.dataset import RATING_COLUMNS
 from pipelines.features import ingest, tables
@@ -57,7 +57,7 @@ FRESHNESS = Histogram(
 class StreamConfig:
     redis: str = "127.0.0.1:6379"  # host:port of the Redis holding the stream
     redis_ssl: bool = False  # TLS to Redis (managed Redis services require it)
-    stream: str = "recsys:events"
+    stream: str = DEFAULT_STREAM
     group: str = "feature-updater"
     consumer: str = ""  # "" = <hostname>-<pid>
     batch_size: int = 500
@@ -77,14 +77,6 @@ class StreamConfig:
                 raise ValueError(f"field '{name}' must be positive")
         if not self.stream or not self.group:
             raise ValueError("fields 'stream' and 'group' must not be empty")
-
-
-def redis_client(address: str, ssl: bool = False):
-    import redis
-
-    host, _, port = address.rpartition(":")
-    return redis.Redis(host=host, port=int(port), ssl=ssl, decode_responses=True,
-                       socket_timeout=5, socket_connect_timeout=5)
 
 
 def arrival_seconds(entry_id: str) -> float:
@@ -236,14 +228,6 @@ class Worker:
                           error=f"{type(err).__name__}: {err}"[:300])
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-
-
-def publish(client, stream: str, user_id: str, item_id: str, rating: float,
-            timestamp: int | None = None) -> str:
-    fields = {"user_id": user_id, "item_id": item_id, "rating": rating}
-    if timestamp is not None:
-        fields["timestamp"] = timestamp
-    return client.xadd(stream, fields)
 
 
 def _publish_command(argv: list[str]) -> int:

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from libs import feature_stream
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.features import ingest
 from recsys.v1 import recommend_pb2
 from tests.conftest import start_redis
-from pipelines.features import stream
 from tests.integration.helpers import WorkerProcess, user_in_arm, wait_for
 from tools import build_manifest
 
@@ -82,7 +82,8 @@ def test_a_streamed_rating_leaves_the_users_recommendations_within_seconds(
     top = recommended()[0]
     worker = WorkerProcess(redis.workdir, redis.address, redis.config_file).start()
     try:
-        stream.publish(stream.redis_client(redis.address), worker.stream, user, top, 5)
+        feature_stream.publish(feature_stream.redis_client(redis.address), worker.stream,
+                               user, top, 5)
         # the candidate service excludes what the user has rated (Feast's query features)
         wait_for(lambda: top not in recommended(), seconds=30)
     finally:

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from libs import feature_stream
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.data import synthetic
-from pipelines.features import ingest, stream
+from pipelines.features import ingest
 from tests.conftest import ROOT
 from tests.integration.helpers import WorkerProcess, wait_for
 from tools.stack import service_env
@@ -55,8 +56,8 @@ def test_a_rating_event_updates_online_features_and_the_offline_log(tmp_path, on
                                                                     worker, redis_server):
     store, _ = online
     before = user_state(store)
-    client = stream.redis_client(redis_server)
-    stream.publish(client, worker.stream, USER, NEW_ITEM, 5)
+    client = feature_stream.redis_client(redis_server)
+    feature_stream.publish(client, worker.stream, USER, NEW_ITEM, 5)
     # three views, three pushes: wait until all show it
     after = wait_for(lambda: (state := user_state(store))["user_rating_count"][0]
                      == before["user_rating_count"][0] + 1
@@ -80,11 +81,11 @@ def test_bad_events_are_quarantined_and_the_worker_goes_on(tmp_path, online, wor
                                                           redis_server):
     store, _ = online
     before = user_state(store)["user_rating_count"][0]
-    client = stream.redis_client(redis_server)
-    stream.publish(client, worker.stream, "nobody", NEW_ITEM, 4)
-    stream.publish(client, worker.stream, USER, NEW_ITEM, 9)
+    client = feature_stream.redis_client(redis_server)
+    feature_stream.publish(client, worker.stream, "nobody", NEW_ITEM, 4)
+    feature_stream.publish(client, worker.stream, USER, NEW_ITEM, 9)
     client.xadd(worker.stream, {"user_id": USER})
-    stream.publish(client, worker.stream, USER, NEW_ITEM, 3)
+    feature_stream.publish(client, worker.stream, USER, NEW_ITEM, 3)
     wait_for(lambda: user_state(store)["user_rating_count"][0] == before + 1)
     # counted once the batch is through (the push comes first)
     wait_for(lambda: worker.metric("applied") == 1)
@@ -97,12 +98,12 @@ def test_events_sent_while_the_worker_is_down_are_applied_when_it_returns(
         tmp_path, online, worker, redis_server):
     store, _ = online
     before = user_state(store)["user_rating_count"][0]
-    client = stream.redis_client(redis_server)
-    stream.publish(client, worker.stream, USER, NEW_ITEM, 4)
+    client = feature_stream.redis_client(redis_server)
+    feature_stream.publish(client, worker.stream, USER, NEW_ITEM, 4)
     wait_for(lambda: user_state(store)["user_rating_count"][0] == before + 1)
     worker.stop()
     for item in DATA.items.item_id[:3]:
-        stream.publish(client, worker.stream, USER, item, 2)
+        feature_stream.publish(client, worker.stream, USER, item, 2)
     worker.start()
     wait_for(lambda: user_state(store)["user_rating_count"][0] == before + 4)
 
