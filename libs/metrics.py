@@ -19,6 +19,15 @@ SHADOW_REQUESTS = Counter("recsys_shadow_requests_total",
 SHADOW_OVERLAP = Histogram("recsys_shadow_overlap_at_k",
                            "Share of the served items the shadow also returned",
                            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
+OUTCOME_EVENTS = Counter("recsys_outcome_events_total", "Outcome events reported to the "
+                         "router, by type and result: accepted, duplicate, late",
+                         ["type", "result"])
+OUTCOME_PUBLISHED = Counter("recsys_outcome_stream_total", "Ratings of the outcome log "
+                            "published to the feature stream: added, already_added (by "
+                            "another read or replica), unreadable (a line cut by a crash)",
+                            ["result"])
+OUTCOME_STREAM_LAG = Gauge("recsys_outcome_stream_lag_seconds", "Age of the oldest "
+                           "outcome not yet published to the feature stream (0: none waits)")
 MODEL_VERSION = Gauge("recsys_model_version_loaded", "Model versions the server has loaded",
                       ["model", "version"])
 

@@ -137,6 +137,7 @@ class Stack:
                                 f"ranking_service={self.target('services/ranking')}",
                                 f"exposure_log_dir={self.workdir / 'exposures'}",
                                 f"shadow_log_dir={self.workdir / 'shadow'}",
+                                f"outcome_log_dir={self.workdir / 'outcomes'}",
                                 f"experiments_file={self.experiments_file()}",
                                 f"experiment_audit_log={self.workdir / 'experiments_audit.jsonl'}",
                                 *features],

@@ -2,7 +2,8 @@
 
   python -m pipelines.experiments.analyze --exposures LOGS --outcomes EVENTS \
       --experiment KEY [--control ARM] [--alpha 0.05] [--out DIR] \
-      [--pre-period-outcomes EVENTS] [--config services/router/experiments.yaml]
+      [--outcome-types click,play,rating] [--pre-period-outcomes EVENTS] \
+      [--config services/router/experiments.yaml]
 
 Writes DIR/report.html and DIR/analysis.json and prints the verdict table. Bad input
 (a missing file, a malformed line, an unknown experiment, an arm without users) is one
@@ -41,13 +42,15 @@ def experiment_arms(config_path: str | Path, key: str) -> tuple[dict[str, float]
 
 def run(exposures_path, outcomes_path, key: str, settings: analysis_lib.Settings,
         config_path=DEFAULT_CONFIG, pre_period_path=None,
-        window_seconds: float = exposures.DEFAULT_WINDOW_SECONDS
-        ) -> analysis_lib.Analysis:
+        window_seconds: float = exposures.DEFAULT_WINDOW_SECONDS,
+        outcome_types=exposures.ENGAGEMENTS) -> analysis_lib.Analysis:
     weights, allowlist = experiment_arms(config_path, key)
     exposure_frame = exposures.read_exposures(exposures_path)
-    joined = exposures.join(exposure_frame, exposures.read_outcomes(outcomes_path),
+    joined = exposures.join(exposure_frame,
+                            exposures.read_outcomes(outcomes_path, outcome_types),
                             window_seconds)
-    pre_period = exposures.read_outcomes(pre_period_path) if pre_period_path else None
+    pre_period = (exposures.read_outcomes(pre_period_path, outcome_types)
+                  if pre_period_path else None)
     return analysis_lib.analyze(exposure_frame, joined, key, weights, settings,
                                 pre_period, allowlist)
 
@@ -62,7 +65,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", required=True,
                         help="exposure log: a .jsonl file, a directory of them, or a glob")
-    parser.add_argument("--outcomes", required=True, help="outcome events (.jsonl or .csv)")
+    parser.add_argument("--outcomes", required=True,
+                        help="outcome events (.jsonl or .csv; the router's outcome_log_dir)")
+    parser.add_argument("--outcome-types", default=",".join(exposures.ENGAGEMENTS),
+                        help="which typed events count as outcomes, comma-separated, of "
+                        f"{', '.join(exposures.OUTCOME_TYPES)} (events without a type "
+                        "always count)")
     parser.add_argument("--experiment", required=True, help="experiment key")
     parser.add_argument("--control", default="", help="control arm (default: the first)")
     parser.add_argument("--alpha", type=float, default=0.05)
@@ -84,9 +92,14 @@ def main(argv=None) -> int:
                                      metric=args.metric, decision=args.decision,
                                      fallback_margin=args.fallback_margin,
                                      latency_margin=args.latency_margin)
+    types = [t.strip() for t in args.outcome_types.split(",") if t.strip()]
+    unknown = sorted(set(types) - set(exposures.OUTCOME_TYPES))
+    if unknown or not types:
+        parser.error(f"--outcome-types: {', '.join(unknown) or 'none given'}; choose from "
+                     f"{', '.join(exposures.OUTCOME_TYPES)}")
     try:
         result = run(args.exposures, args.outcomes, args.experiment, settings, args.config,
-                     args.pre_period_outcomes, args.window_hours * 3600)
+                     args.pre_period_outcomes, args.window_hours * 3600, types)
     except exposures.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

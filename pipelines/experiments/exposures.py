@@ -5,8 +5,12 @@ Exposure log (JSON Lines, one record per Recommend response):
   {"request_id", "timestamp", "user_id", "config_version",
    "assignments": [{"layer", "experiment", "arm"}], "model_versions": {...},
    "items": [served item ids, in order], "fallback", "latency_ms"}
-Outcome events (JSON Lines, or CSV with the same columns):
-  {"user_id", "item_id", "timestamp", "value", "request_id" (optional)}
+Outcome events (JSON Lines, or CSV with the same columns), as the router's outcome log
+(services/router/outcomes.py) writes them:
+  {"user_id", "item_id", "timestamp", "value", "request_id" (optional),
+   "event_id" (optional: an event logged twice counts once), "type" (optional:
+   impression, click, play or rating; the reader keeps the types asked for, by default
+   every engagement, not impressions)}
 
 An outcome with a request_id joins to that exposure; one without joins to the same user's
 latest exposure, at or before it and within the attribution window, that served its item.
@@ -25,7 +29,10 @@ from typing import Iterable
 import pandas as pd
 
 DEFAULT_WINDOW_SECONDS = 24 * 3600
-OUTCOME_COLUMNS = ("user_id", "item_id", "timestamp", "value", "request_id")
+OUTCOME_COLUMNS = ("user_id", "item_id", "timestamp", "value", "request_id", "event_id",
+                   "type")
+OUTCOME_TYPES = ("impression", "click", "play", "rating")
+ENGAGEMENTS = ("click", "play", "rating")
 
 
 class InputError(ValueError):
@@ -106,10 +113,16 @@ def parse_exposure(record: dict, where: str) -> dict:
 def parse_outcome(record: dict, where: str) -> dict:
     request_id = _field(record, "request_id", (str,), where, required=False)
     item = _field(record, "item_id", (str, int), where)
+    kind = _field(record, "type", (str,), where, required=False)
+    if kind is not None and kind not in OUTCOME_TYPES:
+        raise InputError(f"{where}: field 'type' must be one of {', '.join(OUTCOME_TYPES)}, "
+                         f"got {kind!r}")
     return {"user_id": _field(record, "user_id", (str,), where), "item_id": str(item),
             "timestamp": float(_field(record, "timestamp", (int, float), where)),
             "value": float(_field(record, "value", (int, float), where)),
-            "request_id": request_id or None}
+            "request_id": request_id or None,
+            "event_id": _field(record, "event_id", (str,), where, required=False) or None,
+            "type": kind}
 
 
 def exposures_frame(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
@@ -122,9 +135,15 @@ def exposures_frame(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
     return frame.drop_duplicates("request_id").reset_index(drop=True)
 
 
-def outcomes_frame(records: Iterable[tuple[str, dict]]) -> pd.DataFrame:
+def outcomes_frame(records: Iterable[tuple[str, dict]],
+                   types: Iterable[str] = ENGAGEMENTS) -> pd.DataFrame:
+    """(where, record) pairs -> one row per outcome of `types` (or without a type); an
+    event id seen again (a retry that reached two routers) is dropped."""
     rows = [parse_outcome(record, where) for where, record in records]
-    return pd.DataFrame(rows, columns=list(OUTCOME_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(OUTCOME_COLUMNS))
+    frame = frame[frame.type.isna() | frame.type.isin(list(types))]
+    repeated = frame.event_id.notna() & frame.duplicated("event_id")
+    return frame[~repeated].reset_index(drop=True)
 
 
 def _csv_records(path: Path) -> Iterable[tuple[str, dict]]:
@@ -137,7 +156,9 @@ def _csv_records(path: Path) -> Iterable[tuple[str, dict]]:
             for number, row in enumerate(reader, start=2):
                 where = f"{path}:{number}"
                 record = {"user_id": row["user_id"], "item_id": row["item_id"],
-                          "request_id": row.get("request_id") or None}
+                          "request_id": row.get("request_id") or None,
+                          "event_id": row.get("event_id") or None,
+                          "type": row.get("type") or None}
                 for name in ("timestamp", "value"):
                     try:
                         record[name] = float(row[name])
@@ -157,10 +178,11 @@ def read_exposures(spec: str | Path) -> pd.DataFrame:
     return frame
 
 
-def read_outcomes(spec: str | Path) -> pd.DataFrame:
+def read_outcomes(spec: str | Path, types: Iterable[str] = ENGAGEMENTS) -> pd.DataFrame:
     paths = paths_of(spec)
-    return outcomes_frame(r for path in paths for r in
-                          (_csv_records(path) if path.suffix == ".csv" else json_lines(path)))
+    return outcomes_frame((r for path in paths for r in
+                           (_csv_records(path) if path.suffix == ".csv" else json_lines(path))),
+                          types)
 
 
 @dataclass

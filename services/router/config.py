@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from libs.feature_stream import DEFAULT_STREAM
 from libs.service import FeatureClientConfig
 
 
@@ -27,6 +28,20 @@ class RouterConfig(FeatureClientConfig):
     # {who, sha256 of the token, role}; empty: no one may change experiments
     admin_tokens_file: str = ""
     experiment_audit_log: str = "var/experiments_audit.jsonl"
+    # outcome events (OutcomeService, services/router/outcomes.py): one JSON line each;
+    # empty: RecordOutcomes answers FAILED_PRECONDITION
+    outcome_log_dir: str = "var/outcomes"
+    outcome_horizon_seconds: float = 7 * 86400  # older events are answered as late
+    # a repeated event id within this window is a duplicate (retries come within seconds;
+    # each id is held in memory, and in Redis when publishing)
+    outcome_dedupe_seconds: float = 600
+    outcome_max_batch: int = 1000  # events per RecordOutcomes call
+    # the feature stream's Redis (host:port) the ratings are published to
+    # (services/router/outcome_stream.py); empty: not published
+    outcome_stream_redis: str = ""
+    outcome_stream_ssl: bool = False
+    outcome_stream: str = DEFAULT_STREAM
+    outcome_publish_seconds: float = 0.5  # how often the publisher reads the log
 
     def validate(self) -> None:
         super().validate()
@@ -38,3 +53,14 @@ class RouterConfig(FeatureClientConfig):
             raise ValueError("field 'shadow_max_in_flight' must be at least 1")
         if self.exposure_fsync_seconds < 0:
             raise ValueError("field 'exposure_fsync_seconds' must not be negative")
+        for name in ("outcome_horizon_seconds", "outcome_dedupe_seconds",
+                     "outcome_max_batch", "outcome_publish_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"field '{name}' must be positive")
+        host, _, port = self.outcome_stream_redis.rpartition(":")
+        if self.outcome_stream_redis and (not host or not port.isdigit()):
+            raise ValueError("field 'outcome_stream_redis' must be host:port, got "
+                             f"{self.outcome_stream_redis!r}")
+        if self.outcome_stream_redis and not self.outcome_log_dir:
+            raise ValueError("field 'outcome_stream_redis' needs 'outcome_log_dir': the "
+                             "ratings are published from the outcome log")

@@ -1,10 +1,12 @@
 """Rating events on a Redis Stream reach the online features within seconds, land in the
-offline log the next batch run reads, and bad events are quarantined, not applied."""
+offline log the next batch run reads, and bad events are quarantined, not applied; a
+rating reported to the router's OutcomeService reaches them once."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import grpc
 import pandas as pd
 import pytest
 import yaml
@@ -13,8 +15,9 @@ from libs import feature_stream
 from libs.feature_store_config import FeatureStoreConfig, OnlineStore
 from pipelines.data import synthetic
 from pipelines.features import ingest
+from recsys.v1 import outcomes_pb2, outcomes_pb2_grpc
 from tests.conftest import ROOT
-from tests.integration.helpers import WorkerProcess, wait_for
+from tests.integration.helpers import WorkerProcess, extra_router, wait_for
 from tools.stack import service_env
 
 DATA = synthetic.generate(120, 200, 3000, seed=21)
@@ -106,6 +109,34 @@ def test_events_sent_while_the_worker_is_down_are_applied_when_it_returns(
         feature_stream.publish(client, worker.stream, USER, item, 2)
     worker.start()
     wait_for(lambda: user_state(store)["user_rating_count"][0] == before + 4)
+
+
+def test_a_rating_reported_to_the_router_moves_online_features_once(
+        tmp_path, online, worker, redis_server, stack):
+    store, _ = online
+    before = user_state(store)["user_rating_count"][0]
+    router = extra_router(stack, f"outcome_log_dir={tmp_path / 'outcomes'}",
+                          f"outcome_stream_redis={redis_server}",
+                          f"outcome_stream={worker.stream}", "outcome_publish_seconds=0.1")
+    request = outcomes_pb2.RecordOutcomesRequest(events=[
+        outcomes_pb2.OutcomeEvent(event_id=f"{tmp_path.name}-1", user_id=USER,
+                                  item_id=NEW_ITEM, type=outcomes_pb2.RATING, value=5),
+        outcomes_pb2.OutcomeEvent(event_id=f"{tmp_path.name}-2", user_id=USER,
+                                  item_id=NEW_ITEM, type=outcomes_pb2.CLICK)])
+    try:
+        with grpc.insecure_channel(router.address("services/router")) as channel:
+            stub = outcomes_pb2_grpc.OutcomeServiceStub(channel)
+            assert stub.RecordOutcomes(request, timeout=10).accepted == 2
+            state = wait_for(lambda: (s := user_state(store))["user_rating_count"][0]
+                             == before + 1 and s)
+            assert NEW_ITEM in state["rated_items"][0]
+            assert stub.RecordOutcomes(request, timeout=10).duplicates == 2  # a retry
+    finally:
+        router.stop()
+    # only the rating is a feature event, and it is there once
+    assert [f["rating"] for _, f in feature_stream.redis_client(redis_server).xrange(
+        worker.stream)] == ["5.0"]
+    assert user_state(store)["user_rating_count"][0] == before + 1
 
 
 def test_a_bad_config_is_refused_naming_the_field(tmp_path):

@@ -122,6 +122,24 @@ def test_outcome_joins_latest_exposure_that_served_the_item_within_the_window():
     assert wider.by_window == 2
 
 
+def test_typed_outcomes_count_once_and_only_the_types_asked_for(tmp_path, capsys):
+    typed = [{**outcome("u", "1", T0, 4.0), "event_id": "e1", "type": "rating"},
+             {**outcome("u", "1", T0), "event_id": "e1", "type": "rating"},  # two routers
+             {**outcome("u", "1", T0), "event_id": "e2", "type": "impression"},
+             {**outcome("u", "2", T0), "event_id": "e3", "type": "click"},
+             outcome("u", "3", T0)]  # a file of the old format: no id, no type
+    path = write_jsonl(tmp_path / "o.jsonl", typed)
+    assert list(exposures.read_outcomes(path).item_id) == ["1", "2", "3"]
+    assert list(exposures.read_outcomes(path, ["rating"]).value) == [4.0, 1.0]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**outcome("u", "1", T0), "type": "view"}])
+    with pytest.raises(exposures.InputError, match=r"bad.jsonl:1: field 'type' must be one"):
+        exposures.read_outcomes(bad)
+    logs, events = world()
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, logs, events, "--outcome-types", "rating,view")
+    assert exit_.value.code == 2 and "--outcome-types: view" in capsys.readouterr().err
+
+
 def test_csv_outcomes_give_the_same_analysis(tmp_path):
     logs, events = world()
     write_jsonl(tmp_path / "e.jsonl", logs)

@@ -231,7 +231,8 @@ def test_service_configs_pass_their_schemas_and_match_the_manifests(overlay, tmp
         assert config.feature_source == "feast"
         if name == "router":
             for path in (config.experiments_file, config.experiment_audit_log,
-                         config.exposure_log_dir, config.shadow_log_dir):
+                         config.exposure_log_dir, config.shadow_log_dir,
+                         config.outcome_log_dir):
                 assert mounted(path, container, writable=True), path
             assert mounted(config.admin_tokens_file, container)
             for target, address in (("candidate", config.candidate_service),
@@ -312,6 +313,16 @@ def test_the_stream_worker_config_matches_its_pod_and_the_feature_store(overlay,
     assert mounted(config.feature_store_config, worker)
     env = {e["name"] for e in worker["env"]}
     assert env <= {f"RECSYS_STREAM_{f.upper()}" for f in StreamConfig.__dataclass_fields__}
+    # the router publishes the reported ratings to this stream
+    router_pod = find(objects, "Deployment", "router")["spec"]["template"]["spec"]
+    with mock.patch.dict(os.environ, {e["name"]: e["value"]
+                                      for e in router_pod["containers"][0]["env"]}):
+        (tmp_path / "router.yaml").write_text(
+            config_map_file(objects, "router-config", "config.yaml"))
+        router = config_lib.load(RouterConfig, tmp_path / "router.yaml",
+                                 env_prefix="RECSYS_ROUTER")
+    assert (router.outcome_stream_redis, router.outcome_stream_ssl, router.outcome_stream) == \
+        (config.redis, config.redis_ssl, config.stream)
 
 
 def test_training_and_feature_configs_pass_their_schemas(tmp_path):
