@@ -61,7 +61,9 @@ def newest_retrieval(workdir: Path) -> Path:
 
 
 def query_embeddings(version: Path, workdir: Path, users: int) -> np.ndarray:
-    """The version's query embeddings of the first `users` users (raw landed tables)."""
+    """The version's query embeddings of the first `users` users (raw landed tables), as
+    of the data's newest event: the tower reads the request time, so "now" would make
+    each day's queries, and their recall, differ."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -74,7 +76,7 @@ def query_embeddings(version: Path, workdir: Path, users: int) -> np.ndarray:
     out = []
     for user in list(features.users)[:users]:
         found = asyncio.run(features.query_features(user))
-        inputs = query_inputs(found.user, found.rated_items, 0)
+        inputs = query_inputs(found.user, found.rated_items, features.trends_as_of)
         out.append(embed(**{k: tf.constant(to_ndarray(v)) for k, v in inputs.items()})
                    ["embedding"].numpy()[0])
     return np.asarray(out, np.float32)
