@@ -3,26 +3,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from pathlib import Path
 
 import grpc
 
-from libs import config as config_lib, feature_stream, grpc_server, log, service
+from libs import config as config_lib, grpc_server, service
 from libs.feature_store import open_popular
-from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, outcomes_pb2,
-                       outcomes_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc)
+from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, outcomes_pb2_grpc,
+                       ranking_pb2_grpc, recommend_pb2_grpc)
 from services.router.admin_service import ExperimentServicer
 from services.router.config import RouterConfig
 from services.router.experiment_admin import AdminTokens, ExperimentDocument
 from services.router.experiments import ExperimentSource
 from services.router.exposure_log import ExposureLog
-from services.router.outcome_stream import OutcomePublisher
-from services.router.outcomes import InvalidOutcome, OutcomeRecorder
+from services.router import outcome_service
 from services.router.recommender import InvalidRequest, Recommender
 from services.router.shadow import ShadowRunner
-
-logger = logging.getLogger(__name__)
 
 
 class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
@@ -36,60 +32,10 @@ class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
 
-class OutcomeServicer(outcomes_pb2_grpc.OutcomeServiceServicer):
-    def __init__(self, recorder: OutcomeRecorder | None):
-        self.recorder = recorder
-
-    async def RecordOutcomes(self, request, context):
-        if self.recorder is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "this router keeps no outcome log (outcome_log_dir is empty)")
-        try:
-            counts = await asyncio.to_thread(self.recorder.record, request)
-        except InvalidOutcome as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        return outcomes_pb2.RecordOutcomesResponse(
-            accepted=counts.accepted, duplicates=counts.duplicates, late=counts.late)
-
-
 async def _watch(experiments: ExperimentSource, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         experiments.reload_if_changed()
-
-
-async def _publish(publisher: OutcomePublisher, interval: float) -> None:
-    """Follows the outcome log; while Redis is down, retries with a growing pause (the
-    log keeps the events meanwhile)."""
-    pause, failing = interval, False
-    while True:
-        await asyncio.sleep(pause)
-        try:
-            await asyncio.to_thread(publisher.step)
-            if failing:
-                log.event(logger, "publishing outcomes to the feature stream again")
-            pause, failing = interval, False
-        except Exception as err:  # Redis unreachable or refusing
-            if not failing:
-                log.event(logger, "cannot publish outcomes to the feature stream; retrying",
-                          logging.WARNING, error=f"{type(err).__name__}: {err}"[:300])
-            pause, failing = min(pause * 2, 10.0), True
-
-
-def _outcomes(config: RouterConfig) -> tuple[ExposureLog | None, OutcomeRecorder | None,
-                                             OutcomePublisher | None]:
-    if not config.outcome_log_dir:
-        return None, None, None
-    outcome_log = ExposureLog(config.outcome_log_dir, config.exposure_fsync_seconds,
-                              prefix="outcomes", time_field="received")
-    recorder = OutcomeRecorder(outcome_log, config.outcome_horizon_seconds,
-                               config.outcome_dedupe_seconds, config.outcome_max_batch)
-    publisher = OutcomePublisher(
-        config.outcome_log_dir, "outcomes",
-        feature_stream.redis_client(config.outcome_stream_redis, config.outcome_stream_ssl),
-        config.outcome_stream, config.outcome_dedupe_seconds
-    ) if config.outcome_stream_redis else None
-    return outcome_log, recorder, publisher
 
 
 async def serve(config: RouterConfig) -> None:
@@ -107,7 +53,7 @@ async def serve(config: RouterConfig) -> None:
     shadow_log = (ExposureLog(config.shadow_log_dir, config.exposure_fsync_seconds,
                               prefix="shadow") if config.shadow_log_dir else None)
     shadows = ShadowRunner(shadow_log, config.shadow_max_in_flight)
-    outcome_log, recorder, publisher = _outcomes(config)
+    outcome_log, recorder, publisher = outcome_service.build(config)
     recommender = Recommender(
         experiments, candidate_pb2_grpc.CandidateServiceStub(candidate_channel),
         ranking_pb2_grpc.RankingServiceStub(ranking_channel), popular,
@@ -117,8 +63,8 @@ async def serve(config: RouterConfig) -> None:
         recommend_pb2_grpc.add_RecommendServiceServicer_to_server(
             RecommendServicer(recommender), server)
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(admin, server)
-        outcomes_pb2_grpc.add_OutcomeServiceServicer_to_server(OutcomeServicer(recorder),
-                                                               server)
+        outcomes_pb2_grpc.add_OutcomeServiceServicer_to_server(
+            outcome_service.OutcomeServicer(recorder), server)
         return ["recsys.v1.RecommendService", "recsys.v1.ExperimentService",
                 "recsys.v1.OutcomeService"]
 
@@ -126,7 +72,8 @@ async def serve(config: RouterConfig) -> None:
                                      config.metrics_port, config.grace_seconds)
     tasks = [asyncio.create_task(_watch(experiments, config.experiments_poll_seconds))]
     if publisher:
-        tasks.append(asyncio.create_task(_publish(publisher, config.outcome_publish_seconds)))
+        tasks.append(asyncio.create_task(outcome_service.publish_forever(
+            publisher, config.outcome_publish_seconds)))
 
     async def close():
         for task in tasks:

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from libs import feature_stream, log, metrics
 
@@ -53,24 +54,25 @@ class OutcomePublisher:
         temporary.write_text(str(offset))
         temporary.replace(self.checkpoints / path.name)  # atomic: never a torn checkpoint
 
+    def _unread(self) -> Iterator[tuple[Path, int, BinaryIO]]:
+        """Each log file with bytes past its checkpoint: (path, checkpoint, the file open
+        at it)."""
+        for path in sorted(self.directory.glob(f"{self.prefix}-*.jsonl")):
+            offset = self._offset(path)
+            if path.stat().st_size > offset:
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    yield path, offset, handle
+
     def lag_seconds(self, now: float) -> float:
         """Age of the oldest logged event not yet published (0: none waits)."""
         oldest = now
-        for path in self._files():
-            offset = self._offset(path)
-            if path.stat().st_size <= offset:
-                continue
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                first = handle.readline()
+        for path, _, handle in self._unread():
             try:
-                oldest = min(oldest, float(json.loads(first)["received"]))
+                oldest = min(oldest, float(json.loads(handle.readline())["received"]))
             except (ValueError, KeyError, TypeError):  # cut or still being written
                 oldest = min(oldest, path.stat().st_mtime)
         return max(0.0, now - oldest)
-
-    def _files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{self.prefix}-*.jsonl"))
 
     def step(self) -> int:
         """Publishes what the logs hold beyond their checkpoints; returns how many
@@ -82,13 +84,8 @@ class OutcomePublisher:
 
     def _step(self) -> int:
         added = 0
-        for path in self._files():
-            offset = self._offset(path)
-            if path.stat().st_size <= offset:
-                continue
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
+        for path, offset, handle in self._unread():
+            data = handle.read()
             complete = data.rfind(b"\n") + 1  # a line being written waits for its end
             lines = data[:complete].splitlines()
             for start in range(0, len(lines), self.batch_size):

@@ -1,5 +1,6 @@
 """Outcome events through the router's gRPC API: none of 10,000 lost or recorded twice
-across a kill of the router mid-stream; bad events answered INVALID_ARGUMENT."""
+across a kill of the router mid-stream; bad events answered INVALID_ARGUMENT; a router
+without an outcome log says so."""
 from __future__ import annotations
 
 import json
@@ -84,3 +85,16 @@ def test_no_event_is_lost_or_doubled_across_a_kill_of_the_router(stack, tmp_path
     finally:
         for router in routers:
             router.stop()
+
+
+def test_a_router_without_an_outcome_log_refuses_with_the_reason(stack):
+    router = extra_router(stack, "outcome_log_dir=")
+    try:
+        with grpc.insecure_channel(router.address(ROUTER)) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                outcomes_pb2_grpc.OutcomeServiceStub(channel).RecordOutcomes(
+                    outcomes_pb2.RecordOutcomesRequest(events=events(0, 1)), timeout=5)
+    finally:
+        router.stop()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "outcome_log_dir is empty" in refused.value.details()
