@@ -3,11 +3,14 @@
   python -m pipelines.monitoring.check [--workdir var] [--checks features,label,predictions]
       [--until now|latest|DATE] [--recent-days 7] [--reference-days 28]
       [--reference-from DATE] [--reference-set serving|newest|window|DIR]
+      [--models-config FILE] [--experiments FILE]
       [--raw-dir DIR] [--exposures DIR] [--config FILE] [--set key=value]
       [--out DIR] [--pushgateway HOST:PORT]
 
 features, label  landed ratings in the recent window against the reference training set
-                 (default: the served ranking model's; `window`: the landed ratings in
+                 (default: the ones the served versions of both models learnt from, see
+                 served.py; checks against a retrieval-only set are named
+                 retrieval_features and retrieval_label; `window`: the landed ratings in
                  the reference window); see features.py
 predictions      the router's exposure log, recent window against the reference window:
                  served scores and the share of fallbacks; see predictions.py
@@ -28,7 +31,9 @@ from pathlib import Path
 from libs import config as config_lib
 from pipelines.monitoring import drift, predictions, push, report
 from pipelines.monitoring.config import DEFAULT_CONFIG, DriftConfig
-from pipelines.monitoring.features import PREDICTIONS, Landed, catalogue, training_set, values
+from pipelines.monitoring.features import (PREDICTIONS, Landed, catalogue,
+                                           named_training_set, read_set,
+                                           serving_training_sets, values)
 from pipelines.monitoring.windows import InputError, Window, iso, parse_when, windows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,26 +69,43 @@ def check_features(args, config: DriftConfig, checks: list[str], document: dict
                                               args.reference_from)
     recent, skipped = landed.window(recent_window)
     enough(len(recent), recent_window, f"landed ratings in {landed.raw_dir}", config)
+    references = []  # (check name prefix, rows, where they come from)
     if args.reference_set == "window":
         reference, skipped_ref = landed.window(reference_window)
         enough(len(reference), reference_window, f"landed ratings in {landed.raw_dir}", config)
-        source = f"{reference_window} of {landed.raw_dir}"
+        references.append(("", reference, f"{reference_window} of {landed.raw_dir}"))
         document["windows"]["features_reference"] = reference_window.to_dict()
         skipped += skipped_ref
     else:
-        reference, path, why = training_set(args.reference_set, workdir)
-        enough(len(reference), f"training set {path}", "rows", config)
-        source = (f"training set {path} ({why}; {len(reference):,} ratings "
-                  f"{iso(reference.timestamp.min())} .. {iso(reference.timestamp.max())})")
-    document["sources"]["features"] = (f"{recent_window} of {landed.raw_dir} against "
-                                       f"{source}")
+        if args.reference_set == "serving":
+            sets = serving_training_sets(workdir, _path(args.models_config),
+                                         _path(args.experiments))
+        else:
+            path, why = named_training_set(args.reference_set, workdir)
+            sets = [(path, [], why)]
+        for path, served, why in sets:
+            reference = read_set(path)
+            enough(len(reference), f"training set {path}", "rows", config)
+            models = [s.model for s in served]
+            # the ranking model's set (or the only one) keeps the plain check names
+            prefix = "" if len(sets) == 1 or "ranking" in models else f"{'_'.join(models)}_"
+            references.append((prefix, reference, (
+                f"training set {path} ({why}; {len(reference):,} ratings "
+                f"{iso(reference.timestamp.min())} .. {iso(reference.timestamp.max())})")))
+    document["sources"]["features"] = (f"{recent_window} of {landed.raw_dir} against " +
+                                       " and ".join(source for *_, source in references))
     document["windows"]["features_recent"] = recent_window.to_dict()
     if skipped:
         document["notes"].append(f"{skipped} landed ratings skipped: the batch job would "
                                  "quarantine them")
-    return [judge(c.check, c.name, c.kind, values(reference, c.name), values(recent, c.name),
-                  config)
+    return [judge(prefix + c.check, c.name, c.kind, values(reference, c.name),
+                  values(recent, c.name), config)
+            for prefix, reference, _ in references
             for c in catalogue() if c.check in checks and c.name not in config.skip]
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def check_predictions(args, config: DriftConfig, document: dict) -> list[drift.Result]:
@@ -147,9 +169,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-from", default=None,
                    help="start of the reference window instead (date/time)")
     p.add_argument("--reference-set", default="serving",
-                   help="features' reference: serving (the served ranking model's training "
-                   "set), newest, window (landed ratings in the reference window) or a "
-                   "training set directory")
+                   help="features' reference: serving (the training sets the served "
+                   "versions of both models learnt from), newest, window (landed ratings "
+                   "in the reference window) or a training set directory")
+    p.add_argument("--models-config", default="", metavar="FILE",
+                   help="the model server's TF Serving models.config (its version labels)")
+    p.add_argument("--experiments", default="", metavar="FILE",
+                   help="the router's experiment file: its defaults say which version "
+                   "users get")
     p.add_argument("--raw-dir", default="", help="landed raw tables (default WORKDIR/data/raw)")
     p.add_argument("--exposures", default="", help="exposure log directory "
                    "(default WORKDIR/exposures)")

@@ -124,7 +124,7 @@ def share_difference(reference: np.ndarray, recent: np.ndarray) -> Comparison:
 @dataclass
 class Result:
     """One feature's comparison judged against its thresholds (method -> threshold)."""
-    check: str  # "features" | "label" | "predictions"
+    check: str  # "features" | "label" | "predictions"; retrieval_features, retrieval_label
     feature: str
     comparison: Comparison
     thresholds: dict[str, float]

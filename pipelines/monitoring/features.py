@@ -8,8 +8,9 @@ week (UTC), which is all Transform keeps of it (time_of_week): the raw time alwa
 (rated_items) is not: it is derived after the train/eval split and is in no training set.
 
 Reference: a training set (<workdir>/data/training_sets/span-S/ratings.parquet): by
-default the one the served ranking model was trained on, named in the model card of the
-newest version in <workdir>/model_repo/ranking. Recent (and, with --reference-set
+default the ones the served versions of both models learnt from (served.py: the router's
+defaults, the `stable` label), named in their model cards; one when both came from the
+same run. Recent (and, with --reference-set
 window, reference) rows: the landed ratings (<workdir>/data/raw/ratings.csv and the
 stream worker's events/*.csv) in the window, joined to users.csv and items.csv, checked
 by the batch job's own parsers; rows it would quarantine are skipped and counted.
@@ -28,6 +29,7 @@ from libs import feature_spec
 from pipelines.data import prepare
 from pipelines.data.dataset import DataError
 from pipelines.features import batch_job, tables
+from pipelines.monitoring.served import Served, served_versions
 from pipelines.monitoring.windows import InputError, Window
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -77,52 +79,64 @@ def values(rows: pd.DataFrame, name: str) -> np.ndarray | list:
     return rows[name].to_numpy()
 
 
-def serving_training_set(workdir: Path) -> tuple[Path, str]:
-    """The training set of the newest ranking version in the model repository (from its
-    model card); else the newest training set, saying so."""
-    repo = workdir / "model_repo" / feature_spec.MODEL_NAMES.ranking
-    versions = sorted((p for p in repo.glob("*") if p.name.isdigit()),
-                      key=lambda p: int(p.name))
-    card = versions[-1] / "model_card.md" if versions else None
-    if card and card.is_file():
-        text = card.read_text()
-        named = re.search(r"^\| training set \| `([^`]*)` \|", text, re.MULTILINE)
-        span = re.search(r"^\| span \| (\d+) \|", text, re.MULTILINE)
-        # the card holds the path at training time; a job mounting the workdir elsewhere
-        # finds the same span under its own workdir
-        places = [Path(named.group(1))] if named else []
-        if span:
-            places.append(workdir / SETS_DIR / f"span-{span.group(1)}")
-        for path in places:
-            if (path / "ratings.parquet").is_file():
-                return path, f"trained ranking model version {versions[-1].name} ({card})"
-        raise InputError(f"{card}: the training set it names is not there "
-                         f"({named.group(1) if named else 'no path'}); pass --reference-set")
+def trained_on(workdir: Path, served: Served) -> Path:
+    """The training set a served version learnt from, as its model card names it."""
+    card = served.path / "model_card.md"
+    if not card.is_file():
+        raise InputError(f"{card}: no model card, which names the training set {served.model} "
+                         f"version {served.version} learnt from; pass --reference-set")
+    text = card.read_text()
+    named = re.search(r"^\| training set \| `([^`]*)` \|", text, re.MULTILINE)
+    span = re.search(r"^\| span \| (\d+) \|", text, re.MULTILINE)
+    # the card holds the path at training time; a job mounting the workdir elsewhere
+    # finds the same span under its own workdir
+    places = [Path(named.group(1))] if named else []
+    if span:
+        places.append(workdir / SETS_DIR / f"span-{span.group(1)}")
+    for path in places:
+        if (path / "ratings.parquet").is_file():
+            return path
+    raise InputError(f"{card}: the training set it names is not there "
+                     f"({named.group(1) if named else 'no path'}); pass --reference-set")
+
+
+def serving_training_sets(workdir: Path, models_config: Path | None = None,
+                          experiments: Path | None = None
+                          ) -> list[tuple[Path, list[Served], str]]:
+    """The training sets the served versions of both models learnt from (one when both
+    came from the same run), each with the versions it taught and why; with no model in
+    the repository, the newest training set, saying so."""
+    by_set: dict[Path, list[Served]] = {}
+    for served in served_versions(workdir, models_config, experiments).values():
+        by_set.setdefault(trained_on(workdir, served), []).append(served)
+    if by_set:
+        return [(path, models, "; ".join(f"{s.model} version {s.version}: {s.why}"
+                                          for s in models))
+                for path, models in by_set.items()]
     try:
         newest = prepare.newest_training_set(workdir / SETS_DIR)
     except DataError as err:
         raise InputError(str(err)) from None
-    return newest, f"newest training set: no ranking model card under {repo}"
+    return [(newest, [], f"newest training set: no model in {workdir / 'model_repo'}")]
 
 
-def training_set(spec: str, workdir: Path) -> tuple[pd.DataFrame, Path, str]:
-    """Rows of the reference training set: "serving", "newest" or a directory (a span,
-    or a directory of spans: its newest)."""
-    if spec == "serving":
-        path, why = serving_training_set(workdir)
-    else:
-        path = workdir / SETS_DIR if spec == "newest" else Path(spec)
-        if not (path / "ratings.parquet").is_file():
-            try:
-                path = prepare.newest_training_set(path)
-            except DataError as err:
-                raise InputError(str(err)) from None
-        why = "named on the command line" if spec != "newest" else "newest training set"
+def read_set(path: Path) -> pd.DataFrame:
     try:
-        _, rows = prepare.read_training_set(path)
+        return prepare.read_training_set(path)[1]
     except DataError as err:
         raise InputError(str(err)) from None
-    return rows, path, why
+
+
+def named_training_set(spec: str, workdir: Path) -> tuple[Path, str]:
+    """A reference training set named on the command line: "newest" or a directory (a
+    span, or a directory of spans: its newest)."""
+    path = workdir / SETS_DIR if spec == "newest" else Path(spec)
+    if not (path / "ratings.parquet").is_file():
+        try:
+            path = prepare.newest_training_set(path)
+        except DataError as err:
+            raise InputError(str(err)) from None
+    return path, "named on the command line" if spec != "newest" else "newest training set"
 
 
 def _parsed(path: str, parser, key: str) -> dict[str, dict]:

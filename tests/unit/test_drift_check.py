@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.monitoring import check, features
+from pipelines.monitoring import check, features, served
 from pipelines.monitoring.windows import DAY, InputError
 
 T0 = 880_000_000  # autumn 1997, as MovieLens
@@ -99,26 +99,107 @@ def test_bad_flags_and_config(tmp_path, capsys, argv, message):
     assert message in bad_input(tmp_path, capsys, *argv)
 
 
-def test_the_served_models_training_set_is_found_from_its_model_card(tmp_path):
-    sets = tmp_path / "data" / "training_sets"
-    for span in (100, 200):  # 200 is newer, but the served model learnt from 100
+def training_sets(workdir, *spans):
+    sets = workdir / "data" / "training_sets"
+    for span in spans:
         (sets / f"span-{span}").mkdir(parents=True)
         pd.DataFrame({"timestamp": [span]}).to_parquet(sets / f"span-{span}" /
                                                        "ratings.parquet")
-    version = tmp_path / "model_repo" / "ranking" / "7"
-    version.mkdir(parents=True)
-    # the card names the path where it was trained (another machine): found by span
-    (version / "model_card.md").write_text("| training set | `/elsewhere/span-100` |\n"
-                                           "| span | 100 |\n")
-    path, why = features.serving_training_set(tmp_path)
-    assert path == sets / "span-100" and "ranking model version 7" in why
-    (version / "model_card.md").write_text("| training set | `/elsewhere/span-300` |\n"
-                                           "| span | 300 |\n")
+    return sets
+
+
+def version(workdir, model, number, span=None):
+    path = workdir / "model_repo" / model / str(number)
+    path.mkdir(parents=True)
+    if span is not None:  # the card names where it was trained (another machine)
+        (path / "model_card.md").write_text(f"| training set | `/elsewhere/span-{span}` |\n"
+                                            f"| span | {span} |\n")
+
+
+MODELS_CONFIG = """model_config_list {
+  config { name: "ranking" base_path: "/models/ranking" model_platform: "tensorflow"
+    model_version_policy { specific { versions: 5 versions: 7 } }
+    version_labels { key: "stable" value: 5 } version_labels { key: "canary" value: 7 } }
+  config { name: "retrieval" base_path: "/models/retrieval" model_platform: "tensorflow"
+    model_version_policy { specific { versions: 5 } } version_labels { key: "stable" value: 5 } }
+}
+"""
+
+
+def experiments(path, **defaults):
+    import yaml
+    path.write_text(yaml.safe_dump({"version": "v1", "defaults": defaults, "layers": []}))
+    return path
+
+
+def test_the_served_versions_are_what_the_routers_defaults_and_labels_name(tmp_path):
+    for model in ("ranking", "retrieval"):
+        for number in (5, 7, 9):  # 9: pushed, not in the config
+            version(tmp_path, model, number)
+    config = tmp_path / "models.config"
+    config.write_text(MODELS_CONFIG)
+    newest = served.served_versions(tmp_path)  # no config: the newest in the repository
+    assert {m: s.version for m, s in newest.items()} == {"ranking": 9, "retrieval": 9}
+    # the config's policy, no defaults: the newest it loads
+    assert served.served_versions(tmp_path, config)["ranking"].version == 7
+    stable = served.served_versions(tmp_path, config, experiments(
+        tmp_path / "e.yaml", ranking_version_label="stable", retrieval_version=9))
+    assert (stable["ranking"].version, stable["retrieval"].version) == (5, 9)
+    assert "label 'stable'" in stable["ranking"].why
+    with pytest.raises(InputError, match="the defaults serve ranking's label 'gold', which"):
+        served.served_versions(tmp_path, config, experiments(
+            tmp_path / "e.yaml", ranking_version_label="gold"))
+    with pytest.raises(InputError, match="ranking version 3 is served"):
+        served.served_versions(tmp_path, None, experiments(tmp_path / "e.yaml",
+                                                           ranking_version=3))
+
+
+def test_the_training_sets_the_served_versions_learnt_from(tmp_path):
+    sets = training_sets(tmp_path, 100, 200, 300)  # 300 is newest; no one learnt from it
+    version(tmp_path, "ranking", 7, span=100)
+    version(tmp_path, "retrieval", 7, span=100)
+    [(path, models, why)] = features.serving_training_sets(tmp_path)
+    assert path == sets / "span-100" and {m.model for m in models} == {"ranking", "retrieval"}
+    assert "ranking version 7" in why and "retrieval version 7" in why
+    version(tmp_path, "ranking", 8, span=200)  # a newer ranking model, same retrieval
+    found = {tuple(m.model for m in models): path
+             for path, models, _ in features.serving_training_sets(tmp_path)}
+    assert found == {("ranking",): sets / "span-200", ("retrieval",): sets / "span-100"}
+    version(tmp_path, "ranking", 9, span=400)
     with pytest.raises(InputError, match="the training set it names is not there"):
-        features.serving_training_set(tmp_path)
-    (version / "model_card.md").unlink()
-    path, why = features.serving_training_set(tmp_path)
-    assert path == sets / "span-200" and "no ranking model card" in why
+        features.serving_training_sets(tmp_path)
+    version(tmp_path, "ranking", 10)
+    with pytest.raises(InputError, match="no model card"):
+        features.serving_training_sets(tmp_path)
+
+
+def test_with_no_model_the_newest_training_set_is_the_reference(tmp_path):
+    sets = training_sets(tmp_path, 100, 200)
+    [(path, models, why)] = features.serving_training_sets(tmp_path)
+    assert (path, models) == (sets / "span-200", []) and "no model in" in why
+
+
+def test_features_are_checked_against_each_served_models_training_set(tmp_path, capsys):
+    rows = [(1 + i % 2, 10 + i % 2, 1 + i % 5, T0 - i * 600) for i in range(40)]
+    land(tmp_path / "data" / "raw", rows)
+    sets = training_sets(tmp_path)
+    for span, ratings in ((100, rows), (200, rows[:20])):
+        frame = pd.DataFrame(ratings, columns=["user_id", "item_id", "rating", "timestamp"])
+        frame = frame.astype({"user_id": str, "item_id": str, "rating": float})
+        frame["age"], frame["gender"], frame["occupation"] = 30, "F", "writer"
+        frame["genres"], frame["release_year"] = "Drama", 1990
+        (sets / f"span-{span}").mkdir(parents=True)
+        frame.to_parquet(sets / f"span-{span}" / "ratings.parquet")
+        (sets / f"span-{span}" / "snapshot.json").write_text(json.dumps({"span": span}))
+    version(tmp_path, "ranking", 8, span=200)
+    version(tmp_path, "retrieval", 7, span=100)
+    code, out, err = run(tmp_path, capsys, "--checks", "features,label", "--until", "latest",
+                         "--set", "min_rows=1")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "out" / "drift.json").read_text())
+    checks = {r["check"] for r in report["results"]}
+    assert checks == {"features", "label", "retrieval_features", "retrieval_label"}
+    assert "span-200" in out and "span-100" in out
 
 
 def test_only_answers_the_ranking_model_scored_count_and_other_days_are_not_read(tmp_path):

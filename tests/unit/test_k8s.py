@@ -379,3 +379,25 @@ def test_every_project_image_has_a_build_target_that_runs_the_command(overlay):
             owners = {env for src, env in env_of.items() if path.is_relative_to(ROOT / src)}
             assert owners & {images[image].env, "both"}, \
                 f"{where}: {module} does not run in the {images[image].env} image"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_drift_job_reads_the_labels_and_defaults_the_serving_pods_use(overlay):
+    objects = render(overlay)
+    job = find(objects, "CronJob", "drift-check")["spec"]["jobTemplate"]["spec"]["template"]
+    check_container = next(c for c in job["spec"]["initContainers"] if c["name"] == "check")
+    command = check_container["command"][-1].split()
+    models_config = command[command.index("--models-config") + 1]
+    experiments = command[command.index("--experiments") + 1]
+    assert mounted(models_config, check_container)
+    assert mounted(experiments, check_container)
+    volumes = {v["name"]: v for v in job["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in check_container["volumeMounts"]}
+    by_path = {path: volumes[name] for path, name in mounts.items()}
+    def volume(deployment, name):
+        pod = find(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+        return next(v for v in pod["volumes"] if v["name"] == name)
+    assert by_path[str(Path(models_config).parent)]["configMap"] == \
+        volume("tf-serving", "config")["configMap"]
+    assert by_path[str(Path(experiments).parent)]["persistentVolumeClaim"] == \
+        volume("router", "experiments")["persistentVolumeClaim"]
