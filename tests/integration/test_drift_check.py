@@ -85,7 +85,8 @@ def test_the_same_distribution_shows_no_drift_against_the_served_training_set(tm
     code, report = drift_check(tmp_path, "--checks", "features,label", *WINDOWS)
     assert code == 0, report
     assert detected(report) == set()
-    assert "trained ranking model version 3" in report["sources"]["features"]
+    assert "ranking version 3: the newest ranking version the model server has" in \
+        report["sources"]["features"]
     names = {r["feature"] for r in report["results"]}
     assert names == {"user_id", "age", "gender", "occupation", "item_id", "genres",
                      "release_year", "hour_of_day", "day_of_week", "rating"}
