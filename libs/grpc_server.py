@@ -1,9 +1,10 @@
 """gRPC server bootstrap every service uses.
 
-One asyncio server with: health checking (grpc.health.v1), server reflection, an
-interceptor that times every call into Prometheus and binds the request id to the logs,
-a /metrics HTTP endpoint, and graceful shutdown on SIGTERM / SIGINT (health turns
-NOT_SERVING, in-flight calls get `grace_seconds` to finish).
+One server (asyncio, or threaded for a service whose calls are work) with: health
+checking (grpc.health.v1), server reflection, an interceptor that times every call into
+Prometheus and binds the request id to the logs, a /metrics HTTP endpoint, and graceful
+shutdown on SIGTERM / SIGINT (health turns NOT_SERVING, in-flight calls get
+`grace_seconds` to finish).
 """
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import asyncio
 import json
 import logging
 import signal
+import threading
 import time
 import uuid
+from concurrent import futures
 from typing import Awaitable, Callable, Iterable
 
 import grpc
+from grpc_health.v1 import health as health_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -61,6 +65,20 @@ def _request_id(request, context) -> str:
     return rid or uuid.uuid4().hex
 
 
+def _observed(service: str, method: str, context, start: float, crashed: bool) -> None:
+    """The call's code and time into Prometheus; a log line for each failed call."""
+    # an abort sets its code before raising; anything else reaches the client as UNKNOWN
+    # and must count as a failure, not as OK
+    code = context.code() or (grpc.StatusCode.UNKNOWN if crashed else grpc.StatusCode.OK)
+    code = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    seconds = time.perf_counter() - start
+    metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
+    # one line per failed call; successful ones only at DEBUG (a JSON line per hop costs
+    # about 0.1 ms of CPU)
+    log.event(logger, "rpc", logging.DEBUG if code == "OK" else logging.INFO,
+              method=method, code=code, ms=round(seconds * 1000, 2))
+
+
 class _ObservingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str):
         self.service = service
@@ -78,25 +96,14 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
 
         async def observed(request, context):
             token = log.request_id.set(_request_id(request, context))
-            start = time.perf_counter()
-            crashed = False
+            start, crashed = time.perf_counter(), False
             try:
                 return await behavior(request, context)
             except Exception:
-                # an abort sets its code before raising; anything else reaches the client
-                # as UNKNOWN and must count as a failure, not as OK
                 crashed = True
                 raise
             finally:
-                code = context.code() or (grpc.StatusCode.UNKNOWN if crashed
-                                          else grpc.StatusCode.OK)
-                code = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                seconds = time.perf_counter() - start
-                metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
-                # one line per failed call; successful ones only at DEBUG (a JSON line
-                # per hop costs about 0.1 ms of CPU)
-                log.event(logger, "rpc", logging.DEBUG if code == "OK" else logging.INFO,
-                          method=method, code=code, ms=round(seconds * 1000, 2))
+                _observed(service, method, context, start, crashed)
                 log.request_id.reset(token)
 
         wrapped = grpc.unary_unary_rpc_method_handler(
@@ -106,13 +113,52 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
+class _ThreadedObservingInterceptor(grpc.ServerInterceptor):
+    """The same for a threaded server (its handlers are plain functions)."""
+
+    def __init__(self, service: str):
+        self.service = service
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, details):
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(details)
+        if handler is None or not handler.unary_unary:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        behavior, service = handler.unary_unary, self.service
+
+        def observed(request, context):
+            token = log.request_id.set(_request_id(request, context))
+            start, crashed = time.perf_counter(), False
+            try:
+                return behavior(request, context)
+            except Exception:
+                crashed = True
+                raise
+            finally:
+                _observed(service, method, context, start, crashed)
+                log.request_id.reset(token)
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+        with self._lock:
+            self._wrapped[details.method] = wrapped
+        return wrapped
+
+
 class Server:
     """A started server; `wait()` runs until a signal or `stop()`."""
 
-    def __init__(self, name: str, server: grpc.aio.Server, health: HealthServicer,
-                 port: int, metrics_port: int, service_names: list[str], grace: float):
+    def __init__(self, name: str, server, health, port: int, metrics_port: int,
+                 service_names: list[str], grace: float):
         self.name, self.port, self.metrics_port = name, port, metrics_port
         self._server, self._health, self._names, self._grace = server, health, service_names, grace
+        self._threaded = isinstance(server, grpc.Server)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -123,7 +169,10 @@ class Server:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ["", *self._names]:
-            await self._health.set(name, status)
+            if self._threaded:
+                self._health.set(name, status)
+            else:
+                await self._health.set(name, status)
 
     async def wait(self, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -132,7 +181,10 @@ class Server:
         await self._stopping.wait()
         log.event(logger, "shutting down", grace_seconds=self._grace)
         await self.set_serving(False)
-        await self._server.stop(self._grace)
+        if self._threaded:
+            await asyncio.to_thread(self._server.stop(self._grace).wait)
+        else:
+            await self._server.stop(self._grace)
         if on_stop:
             await on_stop()
         log.event(logger, "stopped")
@@ -140,12 +192,21 @@ class Server:
 
 async def start(name: str, register: Callable[[grpc.aio.Server], Iterable[str]],
                 host: str, port: int, metrics_port: int | None,
-                grace_seconds: float = 5.0) -> Server:
-    """Builds and starts the server; `register` adds servicers and returns their names."""
-    server = grpc.aio.server(interceptors=[_ObservingInterceptor(name)],
+                grace_seconds: float = 5.0, threads: int = 0) -> Server:
+    """Builds and starts the server; `register` adds servicers and returns their names.
+    With `threads`, a threaded server whose handlers are plain functions, run in that
+    many threads (for a service whose calls are work, not waiting: the model server, as
+    TF Serving's own server is); else an asyncio server."""
+    if threads:
+        server = grpc.server(futures.ThreadPoolExecutor(threads, thread_name_prefix=name),
+                             interceptors=[_ThreadedObservingInterceptor(name)],
                              options=SERVER_OPTIONS + _SERVER_ONLY_OPTIONS)
+        health = health_module.HealthServicer()
+    else:
+        server = grpc.aio.server(interceptors=[_ObservingInterceptor(name)],
+                                 options=SERVER_OPTIONS + _SERVER_ONLY_OPTIONS)
+        health = HealthServicer()
     names = list(register(server))
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -156,13 +217,17 @@ async def start(name: str, register: Callable[[grpc.aio.Server], Iterable[str]],
         bound = 0
     if not bound:
         raise OSError(f"cannot listen on {host}:{port} (in use, or not an address here)")
-    await server.start()
-    for service in ["", *names]:
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    bound_metrics = metrics.serve_metrics(metrics_port, host) if metrics_port is not None else 0
-    log.event(logger, "serving", address=f"{host}:{bound}", metrics_port=bound_metrics,
+    if threads:
+        server.start()
+    else:
+        await server.start()
+    started = Server(name, server, health, bound, 0, names, grace_seconds)
+    await started.set_serving(True)
+    started.metrics_port = (metrics.serve_metrics(metrics_port, host)
+                            if metrics_port is not None else 0)
+    log.event(logger, "serving", address=f"{host}:{bound}", metrics_port=started.metrics_port,
               services=names)
-    return Server(name, server, health, bound, bound_metrics, names, grace_seconds)
+    return started
 
 
 def channel(target: str) -> grpc.aio.Channel:

@@ -30,9 +30,8 @@ class ModelServerConfig(ServiceConfig):
     # handing them to a pool thread (-0.04 ms of CPU per query-tower Predict).
     intra_op_threads: int = 1
     inter_op_threads: int = -1
-    # Predicts run in this many threads, off the event loop: one per core answers
-    # concurrent calls while the loop keeps reading and writing the others
-    predict_threads: int = 2
+    # the server's threads: this many Predicts (or other calls) run at once, the rest wait
+    predict_threads: int = 4
 
     def validate(self) -> None:
         super().validate()

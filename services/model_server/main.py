@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,37 +22,34 @@ from services.model_server.repository import ModelRepository  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
-async def _answer(context: grpc.aio.ServicerContext, fn, *args,
-                  pool: ThreadPoolExecutor | None = None):
-    """fn's answer, or its ServingError as the gRPC status; in `pool` when given, so the
-    event loop keeps serving other calls meanwhile (TensorFlow releases the GIL)."""
+def _answer(context: grpc.ServicerContext, fn, *args):
+    """fn's answer, or its ServingError as the gRPC status."""
     try:
-        if pool is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        return fn(*args)
     except prediction.ServingError as err:
-        await context.abort(err.code, err.message)
+        context.abort(err.code, err.message)
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata; Classify, Regress, MultiInference are UNIMPLEMENTED."""
+    """Predict and GetModelMetadata; Classify, Regress, MultiInference are UNIMPLEMENTED.
+    Each call runs in one of the server's threads (TensorFlow releases the GIL)."""
 
-    def __init__(self, repo: ModelRepository, pool: ThreadPoolExecutor):
-        self.repo, self.pool = repo, pool
+    def __init__(self, repo: ModelRepository):
+        self.repo = repo
 
-    async def Predict(self, request, context):
-        return await _answer(context, prediction.predict, self.repo, request, pool=self.pool)
+    def Predict(self, request, context):
+        return _answer(context, prediction.predict, self.repo, request)
 
-    async def GetModelMetadata(self, request, context):
-        return await _answer(context, prediction.model_metadata, self.repo, request)
+    def GetModelMetadata(self, request, context):
+        return _answer(context, prediction.model_metadata, self.repo, request)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, repo: ModelRepository):
         self.repo = repo
 
-    async def GetModelStatus(self, request, context):
-        return await _answer(context, prediction.model_status, self.repo, request)
+    def GetModelStatus(self, request, context):
+        return _answer(context, prediction.model_status, self.repo, request)
 
 
 async def serve(config: ModelServerConfig) -> None:
@@ -69,23 +65,24 @@ async def serve(config: ModelServerConfig) -> None:
                   logging.WARNING)
     repo.poll()  # load what is there before accepting traffic
 
-    pool = ThreadPoolExecutor(config.predict_threads, thread_name_prefix="predict")
-
     def register(server):
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(repo, pool), server)
+            PredictionServicer(repo), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repo), server)
         return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
 
+    # threaded, as TF Serving's own server: a Predict is work, not waiting, and a thread
+    # per call costs less than an event loop handing it to a pool (-0.15 ms of CPU per
+    # query-tower Predict, measured)
     server = await grpc_server.start("model_server", register, config.host, config.port,
-                                     config.metrics_port, config.grace_seconds)
+                                     config.metrics_port, config.grace_seconds,
+                                     threads=config.predict_threads)
     poller = asyncio.create_task(_poll(repo, server, config.poll_seconds, config_file))
 
     async def stop():
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
-        pool.shutdown(wait=False)
     await server.wait(on_stop=stop)
 
 

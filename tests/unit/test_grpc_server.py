@@ -1,7 +1,9 @@
-"""The shared server bootstrap: graceful shutdown, health, metrics, request ids."""
+"""The shared server bootstrap, asyncio and threaded: graceful shutdown, health, metrics,
+request ids."""
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 
 import grpc
@@ -36,12 +38,41 @@ def register(server):
     return [SERVICE]
 
 
-def test_stop_lets_calls_in_flight_finish_and_refuses_new_ones():
-    asyncio.run(_stop_lets_calls_in_flight_finish())
+def threaded_echo(request: bytes, context) -> bytes:
+    seen_request_ids.append(log.request_id.get())
+    time.sleep(0.5)
+    return request
 
 
-async def _stop_lets_calls_in_flight_finish():
-    server = await grpc_server.start("test", register, "127.0.0.1", 0, 0, grace_seconds=5)
+def threaded_crash(request: bytes, context) -> bytes:
+    raise RuntimeError("a bug")
+
+
+def threaded_reject(request: bytes, context) -> bytes:
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+
+
+def register_threaded(server):
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
+        "Call": grpc.unary_unary_rpc_method_handler(threaded_echo),
+        "Crash": grpc.unary_unary_rpc_method_handler(threaded_crash),
+        "Reject": grpc.unary_unary_rpc_method_handler(threaded_reject)})])
+    return [SERVICE]
+
+
+# the asyncio server, and the threaded one (plain-function handlers, as the model server's)
+SERVERS = pytest.mark.parametrize("name, registered, threads", [
+    ("test", register, 0), ("test_threaded", register_threaded, 2)])
+
+
+@SERVERS
+def test_stop_lets_calls_in_flight_finish_and_refuses_new_ones(name, registered, threads):
+    asyncio.run(_stop_lets_calls_in_flight_finish(name, registered, threads))
+
+
+async def _stop_lets_calls_in_flight_finish(name, registered, threads):
+    server = await grpc_server.start(name, registered, "127.0.0.1", 0, 0, grace_seconds=5,
+                                     threads=threads)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         call = channel.unary_unary(f"/{SERVICE}/Call")
         in_flight = asyncio.ensure_future(call(b"hello", metadata=(("x-request-id", "r-1"),),
@@ -57,12 +88,13 @@ async def _stop_lets_calls_in_flight_finish():
     assert seen_request_ids[-1] == "r-1"
 
 
-def test_health_reports_serving_and_metrics_count_calls():
-    asyncio.run(_health_and_metrics())
+@SERVERS
+def test_health_reports_serving_and_metrics_count_calls(name, registered, threads):
+    asyncio.run(_health_and_metrics(name, registered, threads))
 
 
-async def _health_and_metrics():
-    server = await grpc_server.start("test", register, "127.0.0.1", 0, 0)
+async def _health_and_metrics(name, registered, threads):
+    server = await grpc_server.start(name, registered, "127.0.0.1", 0, 0, threads=threads)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
@@ -80,7 +112,7 @@ async def _health_and_metrics():
         for method, code in (("Call", "OK"), ("Crash", "UNKNOWN"),
                              ("Reject", "INVALID_ARGUMENT")):
             assert (f'recsys_rpc_server_seconds_count{{code="{code}",method="{method}",'
-                    f'service="test"}}') in text, method
+                    f'service="{name}"}}') in text, method
     finally:
         server.stop()
         await server.wait()
