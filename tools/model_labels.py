@@ -33,8 +33,8 @@ import yaml
 from google.protobuf import text_format
 
 from libs.config import ConfigError
-from services.model_server import model_config
-from services.router.experiments import LABEL
+from libs import model_config
+from libs.experiments import LABEL
 
 STABLE, CANARY = "stable", "canary"
 

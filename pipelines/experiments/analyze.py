@@ -18,7 +18,7 @@ from pathlib import Path
 
 from libs import config as config_lib
 from pipelines.experiments import analysis as analysis_lib, exposures, report
-from services.router.experiments import ExperimentConfig
+from libs.experiments import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "services" / "router" / "experiments.yaml"

@@ -3,7 +3,7 @@ and the outcome format, generated from simulated users (pipelines.experiments.wo
 analysed by the same code as real logs.
 
 Each simulated user is drawn (with replacement) from the world, gets a fresh id, is
-assigned an arm by the router's own hashing (services.router.experiments), arrives at a
+assigned an arm by the router's own hashing (libs.experiments), arrives at a
 random time in the experiment, and has one or more sessions. Each session serves the
 arm's top k items the user has not clicked yet; a served item in the user's future is
 clicked with `click_probability`, a few minutes later, with the future rating as value.
@@ -18,7 +18,7 @@ import numpy as np
 from libs import config as config_lib
 from pipelines.experiments import analysis as analysis_lib, exposures
 from pipelines.experiments.world import World
-from services.router.experiments import ExperimentConfig
+from libs.experiments import ExperimentConfig
 
 DAY = 86_400.0
 START = 1_796_083_200.0  # 2026-12-01 00:00 UTC

@@ -15,8 +15,8 @@ from pathlib import Path
 from libs import config as config_lib
 from libs import feature_spec
 from pipelines.monitoring.windows import InputError
-from services.model_server import model_config
-from services.router.experiments import ExperimentConfig
+from libs import model_config
+from libs.experiments import ExperimentConfig
 
 MODELS = (feature_spec.MODEL_NAMES.ranking, feature_spec.MODEL_NAMES.retrieval)
 

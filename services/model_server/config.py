@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from libs.service import ServiceConfig
-from services.model_server import model_config
-from services.model_server.model_config import ModelSource
+from libs import model_config
+from libs.model_config import ModelSource
 
 
 @dataclass

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from libs import log, metrics
-from services.model_server.model_config import ModelSource
+from libs.model_config import ModelSource
 
 __all__ = ["ModelRepository", "ModelSource", "LoadedVersion", "Signature", "NotFound",
            "UnknownLabel", "LabelNotReady"]

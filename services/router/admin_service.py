@@ -6,7 +6,7 @@ import grpc
 
 from recsys.v1 import experiments_pb2, experiments_pb2_grpc
 from services.router.experiment_admin import AdminError, AdminTokens, ExperimentDocument
-from services.router.experiments import ExperimentSource, Serving
+from libs.experiments import ExperimentSource, Serving
 
 SERVING_FIELDS = [f for f in Serving.__dataclass_fields__]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from libs import config as config_lib
-from services.router.experiments import ExperimentConfig, sibling, typed_serves
+from libs.experiments import ExperimentConfig, sibling, typed_serves
 
 ROLES = ("editor", "viewer")
 # what decides which users are in which arm: changing it on a running experiment

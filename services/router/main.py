@@ -14,7 +14,7 @@ from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, outcomes_pb2_gr
 from services.router.admin_service import ExperimentServicer
 from services.router.config import RouterConfig
 from services.router.experiment_admin import AdminTokens, ExperimentDocument
-from services.router.experiments import ExperimentSource
+from libs.experiments import ExperimentSource
 from services.router.exposure_log import ExposureLog
 from services.router import outcome_service
 from services.router.recommender import InvalidRequest, Recommender

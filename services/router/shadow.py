@@ -16,8 +16,8 @@ import time
 
 from libs import log, metrics
 from recsys.v1 import recommend_pb2
-from services.router import experiments
-from services.router.experiments import Serving, Shadow
+from libs import experiments
+from libs.experiments import Serving, Shadow
 from services.router.exposure_log import ExposureLog
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from services.router.experiments import ExperimentConfig
+from libs.experiments import ExperimentConfig
 from libs import config as config_lib
 from tests.conftest import ROOT
 from tools import build_manifest

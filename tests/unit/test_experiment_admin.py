@@ -7,7 +7,7 @@ import yaml
 from libs import config as config_lib
 from services.router.admin_service import serving_from_proto, serving_to_proto
 from services.router.experiment_admin import AdminError, AdminTokens, ExperimentDocument
-from services.router.experiments import ExperimentConfig
+from libs.experiments import ExperimentConfig
 
 START = {"version": "v0", "layers": [{"name": "main", "experiments": [
     {"key": "depth", "arms": [{"name": "a", "weight": 50, "serves": {"num_candidates": 50}},

@@ -9,7 +9,7 @@ import yaml
 from scipy import stats
 
 from libs import config as config_lib
-from services.router.experiments import ExperimentConfig, ExperimentSource
+from libs.experiments import ExperimentConfig, ExperimentSource
 from tests.conftest import ROOT, TRAINING_PYTHON
 
 USERS = [str(u) for u in range(100_000)]
@@ -93,7 +93,7 @@ def test_assignment_is_the_same_in_another_process_and_python_version(python):
     users = USERS[:200]
     here = [arm_of(load(document(("layer", [THREE_ARMS]))), u) for u in users]
     code = ("import yaml, sys; from datetime import datetime, timezone;"
-            "from libs import config; from services.router.experiments import "
+            "from libs import config; from libs.experiments import "
             "ExperimentConfig as E;"
             "c = config.from_dict(E, yaml.safe_load(sys.stdin), 'stdin');"
             "now = datetime(2026, 12, 1, tzinfo=timezone.utc);"

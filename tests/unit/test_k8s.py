@@ -19,7 +19,7 @@ from services.candidate.config import CandidateConfig
 from services.model_server.config import ModelServerConfig, model_sources
 from services.ranking.config import RankingConfig
 from services.router.config import RouterConfig
-from services.router.experiments import ExperimentConfig
+from libs.experiments import ExperimentConfig
 from tests.conftest import ROOT
 from tools import build_manifest, manifests
 

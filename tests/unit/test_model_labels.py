@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from services.model_server import model_config
+from libs import model_config
 from tests.conftest import ROOT
 from tools import model_labels
 
