@@ -32,8 +32,8 @@ from pathlib import Path
 import yaml
 from google.protobuf import text_format
 
-from libs.config import ConfigError
 from libs import model_config
+from libs.config import ConfigError
 from libs.experiments import LABEL
 
 STABLE, CANARY = "stable", "canary"

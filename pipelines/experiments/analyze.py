@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from libs import config as config_lib
-from pipelines.experiments import analysis as analysis_lib, exposures, report
 from libs.experiments import ExperimentConfig
+from pipelines.experiments import analysis as analysis_lib, exposures, report
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "services" / "router" / "experiments.yaml"

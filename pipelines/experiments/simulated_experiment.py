@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from libs import config as config_lib
+from libs.experiments import ExperimentConfig
 from pipelines.experiments import analysis as analysis_lib, exposures
 from pipelines.experiments.world import World
-from libs.experiments import ExperimentConfig
 
 DAY = 86_400.0
 START = 1_796_083_200.0  # 2026-12-01 00:00 UTC

@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs import config as config_lib
-from libs import feature_spec
-from pipelines.monitoring.windows import InputError
-from libs import model_config
+from libs import config as config_lib, feature_spec, model_config
 from libs.experiments import ExperimentConfig
+from pipelines.monitoring.windows import InputError
 
 MODELS = (feature_spec.MODEL_NAMES.ranking, feature_spec.MODEL_NAMES.retrieval)
 

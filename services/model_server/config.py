@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from libs.service import ServiceConfig
 from libs import model_config
 from libs.model_config import ModelSource
+from libs.service import ServiceConfig
 
 
 @dataclass

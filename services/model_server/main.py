@@ -14,9 +14,9 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
 
 from libs import grpc_server, log, service  # noqa: E402
+from libs.model_config import ModelConfigFile  # noqa: E402
 from services.model_server import prediction  # noqa: E402
 from services.model_server.config import ModelServerConfig, model_sources  # noqa: E402
-from libs.model_config import ModelConfigFile  # noqa: E402
 from services.model_server.repository import ModelRepository  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
+from libs.experiments import ExperimentSource, Serving
 from recsys.v1 import experiments_pb2, experiments_pb2_grpc
 from services.router.experiment_admin import AdminError, AdminTokens, ExperimentDocument
-from libs.experiments import ExperimentSource, Serving
 
 SERVING_FIELDS = [f for f in Serving.__dataclass_fields__]
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import grpc
 
 from libs import config as config_lib, grpc_server, service
+from libs.experiments import ExperimentSource
 from libs.feature_store import open_popular
 from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, outcomes_pb2_grpc,
                        ranking_pb2_grpc, recommend_pb2_grpc)
 from services.router.admin_service import ExperimentServicer
 from services.router.config import RouterConfig
 from services.router.experiment_admin import AdminTokens, ExperimentDocument
-from libs.experiments import ExperimentSource
 from services.router.exposure_log import ExposureLog
 from services.router import outcome_service
 from services.router.recommender import InvalidRequest, Recommender

@@ -13,10 +13,10 @@ import uuid
 import grpc
 
 from libs import log, metrics
+from libs.experiments import ExperimentSource, Serving
 from libs.feature_store import PopularItems
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, ranking_pb2,
                        ranking_pb2_grpc, recommend_pb2)
-from libs.experiments import ExperimentSource, Serving
 from services.router.exposure_log import ExposureLog, record
 from services.router.shadow import ShadowRunner
 

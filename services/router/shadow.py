@@ -14,10 +14,9 @@ import logging
 import random
 import time
 
-from libs import log, metrics
-from recsys.v1 import recommend_pb2
-from libs import experiments
+from libs import experiments, log, metrics
 from libs.experiments import Serving, Shadow
+from recsys.v1 import recommend_pb2
 from services.router.exposure_log import ExposureLog
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from libs.experiments import ExperimentConfig
 from libs import config as config_lib
+from libs.experiments import ExperimentConfig
 from tests.conftest import ROOT
 from tools import build_manifest
 from tools.stack import Stack, free_port, service_env

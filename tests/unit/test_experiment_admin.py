@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from libs import config as config_lib
+from libs.experiments import ExperimentConfig
 from services.router.admin_service import serving_from_proto, serving_to_proto
 from services.router.experiment_admin import AdminError, AdminTokens, ExperimentDocument
-from libs.experiments import ExperimentConfig
 
 START = {"version": "v0", "layers": [{"name": "main", "experiments": [
     {"key": "depth", "arms": [{"name": "a", "weight": 50, "serves": {"num_candidates": 50}},

@@ -13,13 +13,13 @@ from unittest import mock
 import pytest
 
 from libs import config as config_lib, grpc_server
+from libs.experiments import ExperimentConfig
 from libs.feature_store_config import FeatureStoreConfig
 from pipelines.training.config import PipelineConfig
 from services.candidate.config import CandidateConfig
 from services.model_server.config import ModelServerConfig, model_sources
 from services.ranking.config import RankingConfig
 from services.router.config import RouterConfig
-from libs.experiments import ExperimentConfig
 from tests.conftest import ROOT
 from tools import build_manifest, manifests
 

@@ -11,10 +11,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      predict_pb2)
 
+from libs.model_config import ModelConfigFile
 from libs.serving_client import to_ndarray, to_tensor_proto
 from services.model_server import prediction
 from services.model_server.config import ModelServerConfig, model_sources
-from libs.model_config import ModelConfigFile
 from services.model_server.repository import ModelRepository, ModelSource
 
 X, TAG = np.array([1.0], np.float32), np.array([b"a"], object)  # one row of the signature
