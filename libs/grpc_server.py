@@ -9,6 +9,7 @@ shutdown on SIGTERM / SIGINT (health turns NOT_SERVING, in-flight calls get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -65,18 +66,36 @@ def _request_id(request, context) -> str:
     return rid or uuid.uuid4().hex
 
 
-def _observed(service: str, method: str, context, start: float, crashed: bool) -> None:
-    """The call's code and time into Prometheus; a log line for each failed call."""
-    # an abort sets its code before raising; anything else reaches the client as UNKNOWN
-    # and must count as a failure, not as OK
-    code = context.code() or (grpc.StatusCode.UNKNOWN if crashed else grpc.StatusCode.OK)
-    code = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    seconds = time.perf_counter() - start
-    metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
-    # one line per failed call; successful ones only at DEBUG (a JSON line per hop costs
-    # about 0.1 ms of CPU)
-    log.event(logger, "rpc", logging.DEBUG if code == "OK" else logging.INFO,
-              method=method, code=code, ms=round(seconds * 1000, 2))
+@contextlib.contextmanager
+def _observing(service: str, method: str, request, context):
+    """Binds the request id to the logs, then puts the call's code and time into
+    Prometheus and logs a line for each failed call."""
+    token = log.request_id.set(_request_id(request, context))
+    start, crashed = time.perf_counter(), False
+    try:
+        yield
+    except Exception:
+        crashed = True
+        raise
+    finally:
+        # an abort sets its code before raising; anything else reaches the client as
+        # UNKNOWN and must count as a failure, not as OK
+        code = context.code() or (grpc.StatusCode.UNKNOWN if crashed
+                                  else grpc.StatusCode.OK)
+        code = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        seconds = time.perf_counter() - start
+        metrics.RPC_LATENCY.labels(service, method, code).observe(seconds)
+        # one line per failed call; successful ones only at DEBUG (a JSON line per hop
+        # costs about 0.1 ms of CPU)
+        log.event(logger, "rpc", logging.DEBUG if code == "OK" else logging.INFO,
+                  method=method, code=code, ms=round(seconds * 1000, 2))
+        log.request_id.reset(token)
+
+
+def _observed_handler(handler, observed) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        observed, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
 
 
 class _ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -95,21 +114,10 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         behavior, service = handler.unary_unary, self.service
 
         async def observed(request, context):
-            token = log.request_id.set(_request_id(request, context))
-            start, crashed = time.perf_counter(), False
-            try:
+            with _observing(service, method, request, context):
                 return await behavior(request, context)
-            except Exception:
-                crashed = True
-                raise
-            finally:
-                _observed(service, method, context, start, crashed)
-                log.request_id.reset(token)
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            observed, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-        self._wrapped[details.method] = wrapped
+        wrapped = self._wrapped[details.method] = _observed_handler(handler, observed)
         return wrapped
 
 
@@ -132,22 +140,11 @@ class _ThreadedObservingInterceptor(grpc.ServerInterceptor):
         behavior, service = handler.unary_unary, self.service
 
         def observed(request, context):
-            token = log.request_id.set(_request_id(request, context))
-            start, crashed = time.perf_counter(), False
-            try:
+            with _observing(service, method, request, context):
                 return behavior(request, context)
-            except Exception:
-                crashed = True
-                raise
-            finally:
-                _observed(service, method, context, start, crashed)
-                log.request_id.reset(token)
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            observed, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
         with self._lock:
-            self._wrapped[details.method] = wrapped
+            wrapped = self._wrapped[details.method] = _observed_handler(handler, observed)
         return wrapped
 
 
