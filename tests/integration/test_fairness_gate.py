@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from libs import version_evaluation
 from tests.integration.conftest import run_pipeline
 from tests.integration.test_data_validation import lineage
 
@@ -24,6 +25,17 @@ def test_pushed_models_carry_a_model_card_and_a_fairness_report(trained):
         assert card.startswith(f"# Model card: {name} version {version}")
         assert summary["snapshot"]["content_sha256"] in card
         assert "## Fairness across user groups" in card and "### By age_group" in card
+        # what the online quality check compares users' later ratings with
+        evaluation = version_evaluation.read(workdir / "model_repo" / name / str(version)
+                                             / version_evaluation.FILE)
+        assert (evaluation["model"], evaluation["version"]) == (name, version)
+        assert evaluation["training_set"] == summary["snapshot"]["training_set"]
+        if name == "ranking":
+            assert set(evaluation["promise"]) == {"rmse"}
+            assert 0 < evaluation["promise"]["rmse"] < 4
+        elif evaluation["promise"]:  # the candidate sources' blend, when it was built
+            assert evaluation["label_days"] == 14
+            assert 0 <= evaluation["promise"]["recall_at_10"] <= 1
     ranking = json.loads(lineage(workdir, "model", "ranking").stdout)
     assert ranking["model_card"].endswith(
         f"ranking/{summary['ranking']['serving_version']}/model_card.md")

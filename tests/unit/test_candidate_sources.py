@@ -34,6 +34,37 @@ def test_the_blend_learns_which_feature_marks_what_users_pick_next():
     assert found["recall_at_10"] > 1.5 * random_order["recall_at_10"]
 
 
+def test_all_rated_metrics_count_what_no_candidate_held_as_a_miss():
+    """Online, a user's later ratings count whether or not the sources proposed them:
+    the all_rated figures divide by everything rated, and count users with no candidate
+    among their ratings as misses."""
+    lists = np.array([0, 0, 0, 1, 1])
+    labels = np.array([True, False, True, False, True])
+    scores = np.array([3.0, 2.0, 1.0, 2.0, 1.0])
+    # list 0 rated 4 items (2 among its candidates), list 1 rated 1, list 7 rated 2
+    # items none of which was a candidate (it has no labelled list at all)
+    rated = np.array([[0, 1, 7], [4, 1, 2]])
+    found = sources.list_metrics(scores, labels, lists, rated)
+    assert found["recall_at_10"] == pytest.approx(1.0)
+    assert found["recall_at_10_all_rated"] == pytest.approx((2 / 4 + 1 / 1 + 0) / 3)
+    assert found["hit_rate_at_10_all_rated"] == pytest.approx(2 / 3)
+
+
+def test_rated_counts_hold_every_new_item_a_user_rated_after_the_cut():
+    ratings = _ratings(days=30)
+    items = sorted(set(ratings.item_id))
+    cut = int(ratings.timestamp.max()) - 5 * trends.DAY
+    lists = sources.candidate_lists(ratings, items, np.zeros((len(items), 1), np.float32), cut)
+    until = cut + 2 * trends.DAY
+    _, counts = lists.rated_counts(until)
+    window = ratings[(ratings.timestamp >= cut) & (ratings.timestamp < until)]
+    before = set(ratings[ratings.timestamp < cut].user_id)
+    expected = window[window.user_id.isin(before)].groupby("user_id").size()
+    assert sorted(counts.tolist()) == sorted(expected.tolist())
+    labelled = lists.labelled(until)[1].sum()
+    assert counts.sum() >= labelled  # candidates rated are among all rated
+
+
 def _ratings(days: int = 120, users: int = 60, seed: int = 1) -> pd.DataFrame:
     """Each day two new items appear and most users rate the newest few: trending wins."""
     rng = np.random.default_rng(seed)

@@ -3,9 +3,11 @@
 Reads the Pusher's output (pushed or not, version, destination), the span's snapshot
 (training set hash, split, sizes), the evaluation (metrics.json of the model's first
 gate; TFMA's slices for the ranking model) and the fairness gate's results. Writes
-model_card.md into its own `ModelCard` artifact (recorded in ML Metadata, so the lineage
-CLI finds it from the pushed model) and, when the model was pushed, beside the model in
-the repository: `<repo>/<name>/<version>/model_card.md` (model servers ignore extra files).
+model_card.md and evaluation.json (libs/version_evaluation.py: the metrics and what they
+promise online, for the online quality check) into its own `ModelCard` artifact (recorded
+in ML Metadata, so the lineage CLI finds it from the pushed model) and, when the model was
+pushed, beside the model in the repository: `<repo>/<name>/<version>/` (model servers
+ignore extra files).
 """
 # No `from __future__ import annotations`: TFX reads these type hints at definition time.
 import json
@@ -14,6 +16,7 @@ import os
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from libs import version_evaluation
 from pipelines.training import model_card
 
 InputArtifact = tfx.dsl.components.InputArtifact
@@ -77,13 +80,16 @@ def ModelCardWriter(
     report = os.path.join(fairness_report.uri, "report.html")
     text = model_card.markdown(model_name, version, destination, pushed, snapshot, overall,
                                slices, _json(fairness_report.uri, "fairness.json"), report)
+    evaluation_json = json.dumps(version_evaluation.document(
+        model_name, version if pushed else None, snapshot.get("training_set", ""), span,
+        overall), indent=2)
     tf.io.gfile.makedirs(card.uri)
-    targets = [os.path.join(card.uri, CARD)]
-    if pushed:
-        targets.append(os.path.join(destination, CARD))
-    for path in targets:
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(text)
+    places = [card.uri, destination] if pushed else [card.uri]
+    for place in places:
+        for name, content in ((CARD, text), (version_evaluation.FILE, evaluation_json)):
+            with tf.io.gfile.GFile(os.path.join(place, name), "w") as f:
+                f.write(content)
+    targets = [os.path.join(place, CARD) for place in places]
     card.set_string_custom_property("model_card", targets[-1])
     # not "pushed": the lineage CLI reads that name as a PushedModel's
     card.set_string_custom_property("model_version", version if pushed else "")

@@ -112,7 +112,7 @@ def sources_checks(model_uri: str, baseline_uri: str | None, min_ratio: float,
     if baseline is not None and baseline.weight.shape != blend.weight.shape:
         baseline = None  # a blend over other features: not comparable
     found = sources.validation_metrics(blend, held_out["features"], held_out["labels"],
-                                       held_out["lists"], baseline)
+                                       held_out["lists"], baseline, held_out.get("rated"))
     ndcg = {name: m["ndcg_at_10"] for name, m in found.items()}
     reasons = []
     if ndcg["blend"] < min_ratio * ndcg["most popular"]:
@@ -124,6 +124,10 @@ def sources_checks(model_uri: str, baseline_uri: str | None, min_ratio: float,
                        f"than the last blessed blend's {ndcg['last blessed blend']:.4f} by "
                        f"more than {tolerance}")
     metrics = {"sources_lists": int(len(np.unique(held_out["lists"]))),
+               "sources_validation_days": sources.VALIDATION_DAYS,
+               # users who rated anything in the validation days: the all_rated figures'
+               "sources_rated_lists": int(held_out["rated"].shape[1]) if "rated" in held_out
+               else 0,
                **{f"sources_{name.replace(' ', '_')}_{metric}": round(value, 4)
                   for name, values in found.items() for metric, value in values.items()}}
     return metrics, reasons

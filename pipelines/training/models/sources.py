@@ -73,10 +73,14 @@ def latest_items(ratings: pd.DataFrame) -> pd.Series:
 @dataclass
 class CutLists:
     """Every user's candidates at one cut: features, when the user rated each one after
-    the cut (inf: not yet) and list ids; `labelled` picks the positives of a label window."""
+    the cut (inf: not yet) and list ids; `labelled` picks the positives of a label window.
+    `rated_lists` and `rated_times`: every item each list's user rated after the cut (not
+    only candidates), what the online quality check counts as relevant."""
     features: np.ndarray
     rated_at: np.ndarray
     lists: np.ndarray
+    rated_lists: np.ndarray
+    rated_times: np.ndarray
 
     def labelled(self, until: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, labels (rated before `until`) and list ids of the lists with a
@@ -84,6 +88,13 @@ class CutLists:
         labels = self.rated_at < until
         keep = np.isin(self.lists, np.unique(self.lists[labels]))
         return self.features[keep], labels[keep], self.lists[keep]
+
+    def rated_counts(self, until: int) -> np.ndarray:
+        """(list id, items rated after the cut and before `until`) of every list whose
+        user rated at least one item, candidate or not, in that window."""
+        ids, counts = np.unique(self.rated_lists[self.rated_times < until],
+                                return_counts=True)
+        return np.stack([ids, counts]).astype(np.int64)
 
 
 def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
@@ -93,8 +104,9 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
     before, after = ratings[ratings.timestamp < cut], ratings[ratings.timestamp >= cut]
     features, rated_at, lists = [np.zeros((0, len(cs.FEATURES)))], [np.zeros(0)], [
         np.zeros(0, np.int64)]
+    rated_lists, rated_times = [np.zeros(0, np.int64)], [np.zeros(0)]
     if before.empty or after.empty:
-        return CutLists(features[0], rated_at[0], lists[0])
+        return CutLists(features[0], rated_at[0], lists[0], rated_lists[0], rated_times[0])
     matrix, users = _interactions(before, index)
     sources = neighbours(matrix)
     table = trends.trend_table(zip(before.item_id, before.timestamp), cut)
@@ -117,7 +129,12 @@ def candidate_lists(ratings: pd.DataFrame, items: list[str], genres: np.ndarray,
                                           candidates))
         rated_at.append(np.array([future[user].get(items[c], np.inf) for c in candidates]))
         lists.append(np.full(len(candidates), row))
-    return CutLists(np.concatenate(features), np.concatenate(rated_at), np.concatenate(lists))
+        new = [t for item, t in future[user].items() if item not in index
+               or allowed[index[item]]]  # a re-rating is nothing new to recommend
+        rated_times.append(np.array(new, float))
+        rated_lists.append(np.full(len(new), row))
+    return CutLists(*(np.concatenate(a) for a in (features, rated_at, lists, rated_lists,
+                                                   rated_times)))
 
 
 def _segments(lists: np.ndarray) -> np.ndarray:
@@ -162,21 +179,31 @@ def train_blend(features: np.ndarray, labels: np.ndarray, lists: np.ndarray,
     return cs.Blend(mean, scale, weight, hidden_weight, hidden_bias, output_weight)
 
 
-def list_metrics(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray) -> dict:
+def list_metrics(scores: np.ndarray, labels: np.ndarray, lists: np.ndarray,
+                 rated: np.ndarray | None = None) -> dict:
     """Means over lists of NDCG@10 and Recall@10 (of the list's positives) of each list
     ordered by `scores`, as the pipeline and the replay score a user
-    (evaluation.user_recall_ndcg)."""
+    (evaluation.user_recall_ndcg). With `rated` (CutLists.rated_counts): Recall@10 and
+    hit rate@10 over every list whose user rated anything in the window, each divided by
+    all they rated, candidates or not: what the online quality check measures on what
+    was served (pipelines/monitoring/quality.py), so the two can be compared."""
     starts = _segments(lists)
     ends = np.r_[starts[1:], len(lists)]
-    ndcg, recall = [], []
+    ndcg, recall, hits = [], [], {}
     for start, end in zip(starts, ends):
         order = np.argsort(-scores[start:end], kind="stable")[:10].tolist()
         positives = set(np.flatnonzero(labels[start:end]).tolist())
         user_recall, user_ndcg = evaluation.user_recall_ndcg(order, positives, 10)
         recall.append(user_recall)
         ndcg.append(user_ndcg)
-    return {"ndcg_at_10": float(np.mean(ndcg)) if ndcg else 0.0,
-            "recall_at_10": float(np.mean(recall)) if recall else 0.0}
+        hits[int(lists[start])] = len(positives.intersection(order))
+    out = {"ndcg_at_10": float(np.mean(ndcg)) if ndcg else 0.0,
+           "recall_at_10": float(np.mean(recall)) if recall else 0.0}
+    if rated is not None and rated.shape[1]:
+        found = np.array([hits.get(int(i), 0) for i in rated[0]], float)
+        out["recall_at_10_all_rated"] = float(np.mean(found / rated[1]))
+        out["hit_rate_at_10_all_rated"] = float(np.mean(found > 0))
+    return out
 
 
 def orders(features: np.ndarray) -> dict[str, np.ndarray]:
@@ -188,12 +215,13 @@ def orders(features: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def validation_metrics(blend: cs.Blend, features: np.ndarray, labels: np.ndarray,
-                       lists: np.ndarray, baseline: cs.Blend | None = None) -> dict:
+                       lists: np.ndarray, baseline: cs.Blend | None = None,
+                       rated: np.ndarray | None = None) -> dict:
     """The blend's order of the validation lists, and the others', as a gate reads them."""
     scored = {"blend": blend.score(features), **orders(features)}
     if baseline is not None:
         scored["last blessed blend"] = baseline.score(features)
-    return {name: list_metrics(s, labels, lists) for name, s in scored.items()}
+    return {name: list_metrics(s, labels, lists, rated) for name, s in scored.items()}
 
 
 def _stack(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
@@ -242,10 +270,11 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
     if validation and before_validation:
         # the gate judges this blend, trained on what was known before the validation days
         features, labels, lists = validation[0][1]
+        rated = at[VALIDATION_DAYS].rated_counts(end)
         blend = train_blend(*_stack([p for _, p in before_validation]))
         held_out = {"features": features, "labels": labels, "lists": lists,
-                    **blend.arrays()}
-        found = validation_metrics(blend, features, labels, lists)
+                    "rated": rated, **blend.arrays()}
+        found = validation_metrics(blend, features, labels, lists, rated=rated)
         report["validation_lists"] = int(len(np.unique(lists)))
         report["validation_ndcg_at_10"] = {name: round(m["ndcg_at_10"], 4)
                                            for name, m in found.items()}
