@@ -60,7 +60,7 @@ def parse(record: dict, where: str) -> tuple[float, bool, int, list[float]]:
             int(versions.get("ranking") or 0), [float(s) for s in scores])
 
 
-def _day_overlaps(path: Path, windows: list[Window]) -> bool:
+def day_overlaps(path: Path, windows: list[Window]) -> bool:
     """Files named by their UTC day hold that day's lines only: skip the others unread."""
     found = FILE_DAY.search(path.name)
     if not found:
@@ -92,7 +92,7 @@ def read(directory: Path, windows: list[Window]) -> dict[str, Served]:
     """Served per window name."""
     served = {w.name: Served() for w in windows}
     for path in log_files(directory):
-        if not _day_overlaps(path, windows):
+        if not day_overlaps(path, windows):
             continue
         for where, record in exposures.json_lines(path):
             seconds, fallback, version, scores = parse(record, where)

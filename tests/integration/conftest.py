@@ -8,7 +8,10 @@ free loopback ports and are always stopped at the end.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import time
+import urllib.request
 
 import grpc
 import pytest
@@ -18,9 +21,10 @@ from pipelines.data import synthetic
 from pipelines.features import ingest, training_set
 from recsys.v1 import recommend_pb2_grpc
 from tests.conftest import ROOT, TRAINING_PYTHON
-from tools.stack import Stack, service_env
+from tools.stack import Stack, free_port, service_env
 
 SMALL_DATA = (300, 400, 20_000)  # users, items, ratings
+GATEWAY = "/usr/bin/prometheus-pushgateway"
 SMALL_RUN = ["retrieval_train_steps=60", "ranking_train_steps=80", "eval_steps=5"]
 
 
@@ -75,3 +79,31 @@ def recommend(stack):
     yield recommend_pb2_grpc.RecommendServiceStub(channel)
     channel.close()
 
+
+@pytest.fixture
+def pushgateway():
+    """A real Pushgateway on a free loopback port, in memory only; always stopped."""
+    if not shutil.which(GATEWAY):
+        pytest.fail(f"{GATEWAY} is not installed (apt-get install prometheus-pushgateway; "
+                    ".ci/run does it)")
+    port = free_port()
+    process = subprocess.Popen([GATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the Pushgateway did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

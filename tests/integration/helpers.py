@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from libs import config as config_lib
 from libs.experiments import ExperimentConfig
@@ -141,3 +142,17 @@ def loaded_versions(stack: Stack, model: str) -> set[int]:
     prefix = f'recsys_model_version_loaded{{model="{model}",version="'
     return {int(line[len(prefix):].split('"')[0]) for line in text.splitlines()
             if line.startswith(prefix) and line.endswith(" 1.0")}
+
+
+def scraped(address: str, prefix: str) -> dict[tuple, float]:
+    """(name, sorted labels but instance) -> value of every series whose name starts
+    with `prefix` on a Pushgateway's /metrics."""
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(prefix):
+                labels = tuple(sorted((k, v) for k, v in sample.labels.items()
+                                      if k not in ("instance",)))
+                series[(sample.name, labels)] = sample.value
+    return series

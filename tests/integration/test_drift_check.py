@@ -4,16 +4,13 @@ router's own writer, the CLI as the CronJob runs it, and a real Pushgateway."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pandas as pd
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from libs import feature_spec
 from pipelines.data import movielens, sources, synthetic
@@ -21,13 +18,13 @@ from pipelines.data.dataset import Dataset
 from pipelines.monitoring import check
 from services.router.exposure_log import ExposureLog
 from tests.conftest import ROOT
-from tools.stack import free_port, service_env
+from tests.integration.helpers import scraped
+from tools.stack import service_env
 
 DAY = 86_400
 T0 = 880_000_000  # 1997-11-20, where MovieLens and the generator put their ratings
 SPLIT = T0 + 60 * DAY  # reference: 60 days before it; recent: 30 days after
 WINDOWS = ["--until", str(T0 + 90 * DAY), "--recent-days", "30", "--reference-days", "60"]
-GATEWAY = "/usr/bin/prometheus-pushgateway"
 
 
 def generated(shift=None, seed=7) -> Dataset:
@@ -125,47 +122,6 @@ def write_exposures(directory, start, count, score_mean, fallback_share, seed):
     log.close()
 
 
-@pytest.fixture
-def pushgateway():
-    """A real Pushgateway on a free loopback port, in memory only; always stopped."""
-    if not shutil.which(GATEWAY):
-        pytest.fail(f"{GATEWAY} is not installed (apt-get install prometheus-pushgateway; "
-                    ".ci/run does it)")
-    port = free_port()
-    process = subprocess.Popen([GATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the Pushgateway did not start") from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def scraped(address) -> dict[tuple, float]:
-    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
-    series = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("recsys_drift"):
-                labels = tuple(sorted((k, v) for k, v in sample.labels.items()
-                                      if k not in ("instance",)))
-                series[(sample.name, labels)] = sample.value
-    return series
-
-
 def test_the_cronjob_run_pushes_every_score_to_the_pushgateway(tmp_path, pushgateway):
     sources.land(generated(evenings_only), tmp_path / "data" / "raw")
     exposures = tmp_path / "exposures"
@@ -183,7 +139,7 @@ def test_the_cronjob_run_pushes_every_score_to_the_pushgateway(tmp_path, pushgat
     report = json.loads((out / "drift.json").read_text())
     assert detected(report) == {"hour_of_day", "score"}
 
-    series = scraped(pushgateway)
+    series = scraped(pushgateway, "recsys_drift")
     job = ("job", "recsys_drift")
     for r in report["results"]:
         key = (("check", r["check"]), ("feature", r["feature"]), job)

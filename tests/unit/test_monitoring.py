@@ -60,6 +60,8 @@ REQUIRED_PANELS = {
     "Fallbacks by reason", "Feature-missing rate", "Feature store errors",
     "Feature read latency p99", "Stream freshness", "Stream events by outcome",
     "Drift scores by feature", "Drift detected", "Drift job last run",
+    "Online quality against the promise", "Versions below their promise",
+    "Online quality job last run", "Click-through by model version",
 }
 # What Grafana substitutes, for checking the dashboard's PromQL.
 GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h",
@@ -67,7 +69,8 @@ GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h
 # Alerts whose promtool unit tests the brief asks for by name (every alert needs one).
 REQUIRED_ALERT_TESTS = {"RecsysRouterLatencyHigh", "RecsysRouterErrorRatioHigh",
                         "RecsysFallbackRateHigh", "RecsysFallbackReasonHigh",
-                        "RecsysDriftDetected", "RecsysDriftJobStale"}
+                        "RecsysDriftDetected", "RecsysDriftJobStale",
+                        "RecsysOnlineQualityBelowPromise"}
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -154,6 +157,10 @@ def code_metrics() -> dict[str, tuple[str, frozenset]]:
             imported = {alias.asname or alias.name: alias.name
                         for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                         and node.module == "prometheus_client" for alias in node.names}
+            # label lists may be module-level constants
+            constants = {node.targets[0].id: node.value for node in tree.body
+                         if isinstance(node, ast.Assign) and len(node.targets) == 1
+                         and isinstance(node.targets[0], ast.Name)}
             for node in ast.walk(tree):
                 if not isinstance(node, ast.Call) or not node.args:
                     continue
@@ -170,6 +177,8 @@ def code_metrics() -> dict[str, tuple[str, frozenset]]:
                 assert isinstance(name, ast.Constant), f"{path}: a metric without a literal name"
                 labels = node.args[2] if len(node.args) > 2 else next(
                     (k.value for k in node.keywords if k.arg == "labelnames"), None)
+                if isinstance(labels, ast.Name):
+                    labels = constants[labels.id]
                 names = ast.literal_eval(labels) if labels is not None else ()
                 assert not any(k.arg in ("namespace", "subsystem") for k in node.keywords), \
                     f"{path}: {name.value}: namespace/subsystem prefixes are not handled here"
