@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-data bench-features bench-models bench-e2e analyze simulate-ab drift images k8s-check pipeline-spec clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-data bench-features bench-models bench-e2e analyze simulate-ab drift quality images k8s-check pipeline-spec clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ simulate-ab:  ## prove the experiment analysis on simulated MovieLens users: pow
 
 drift:  ## drift check: recent features and served scores vs the served model's training set [CHECKS=features,label,predictions PUSHGATEWAY=host:port DRIFT_ARGS=...]
 	$(SERVING_PY) -m pipelines.monitoring.check --workdir $(WORKDIR) $(if $(CHECKS),--checks $(CHECKS)) $(if $(PUSHGATEWAY),--pushgateway $(PUSHGATEWAY)) --out reports/drift $(DRIFT_ARGS)
+
+quality:  ## online quality: exposures joined with outcomes by version, arm and source; delayed-label accuracy vs each version's promise [PUSHGATEWAY=host:port QUALITY_ARGS=...]
+	$(SERVING_PY) -m pipelines.monitoring.quality_check --workdir $(WORKDIR) $(if $(PUSHGATEWAY),--pushgateway $(PUSHGATEWAY)) --out reports/quality $(QUALITY_ARGS)
 
 images:  ## docker build every image in BUILD (tools/images.py; without docker it lists the commands)
 	$(SERVING_PY) -m tools.images

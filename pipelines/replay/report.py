@@ -56,6 +56,16 @@ def progress_lines(result, progress) -> None:
     for group, values in ratios(result).items():
         progress(f"  served / best baseline, {group}: " + ", ".join(
             f"{m} {v:.2f}x" for m, v in values.items()))
+    for v in result.online:
+        progress(f"  online check, {v['model']} {v['version']} {v['metric']}: "
+                 f"{_online(v)}")
+
+
+def _online(v: dict) -> str:
+    """One verdict of the online quality check: figure [interval] vs promise: status."""
+    interval = f" [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None else ""
+    promise = f" vs promise {v['promise']:.3f}" if v["promise"] is not None else ""
+    return f"{v['online']:.3f}{interval} ({v['samples']} samples){promise}: {v['status']}"
 
 
 def markdown_table(results, config) -> str:
@@ -78,6 +88,15 @@ def markdown_table(results, config) -> str:
                    for r in results if ratios(r).get(group)]
         if summary:
             lines.append(f"\nServed / best baseline ({group}): " + "; ".join(summary))
+    online = [(r.quantile, v) for r in results for v in r.online]
+    if online:
+        lines += ["\n### The answers judged by the online quality check\n",
+                  "Labels: the ratings of the 14 days after each answer (pipelines/replay/"
+                  "online.py); promise: the version's evaluation.json.\n",
+                  "| cut | model | version | metric | online [95% CI] (samples) vs promise: "
+                  "status |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {q} | {v['model']} | {v['version']} | {v['metric']} | {_online(v)} |"
+                  for q, v in online]
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from libs import config as config_lib
 from pipelines.data import sources
 from pipelines.data.dataset import Dataset, DataError
-from pipelines.replay import baselines, report, scoring
+from pipelines.replay import baselines, online, report, scoring
 from pipelines.replay.config import DEFAULT_CONFIG, ReplayConfig
 from pipelines.replay.report import MERGED, RETRIEVAL, SERVED
 from recsys.v1 import (candidate_pb2, candidate_pb2_grpc, common_pb2, recommend_pb2,
@@ -65,6 +65,8 @@ class CutResult:
     scores: dict[str, dict[str, dict]] = field(default_factory=dict)  # group -> method
     blend: dict = field(default_factory=dict)
     served: dict = field(default_factory=dict)  # versions, fallbacks, latency, gates
+    # the answers as the online quality check judges them against their promise
+    online: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -211,6 +213,7 @@ def replay_cut(data: Dataset, quantile: float, workdir: Path, config: ReplayConf
     start = time.monotonic()
     served, retrieved, result.served = serve_and_ask(workdir, users, cut, config, progress)
     result.seconds["serve"] = round(time.monotonic() - start, 1)
+    result.online = online.judge(workdir, after, cut)
 
     start = time.monotonic()
     lists, choice = baseline_lists(history, past.ratings, cut, users, config)

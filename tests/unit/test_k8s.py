@@ -401,3 +401,22 @@ def test_the_drift_job_reads_the_labels_and_defaults_the_serving_pods_use(overla
         volume("tf-serving", "config")["configMap"]
     assert by_path[str(Path(experiments).parent)]["persistentVolumeClaim"] == \
         volume("router", "experiments")["persistentVolumeClaim"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_online_quality_job_reads_the_logs_the_routers_write(overlay, tmp_path):
+    objects = render(overlay)
+    job = find(objects, "CronJob", "online-quality")["spec"]["jobTemplate"]["spec"]["template"]
+    check = next(c for c in job["spec"]["initContainers"] if c["name"] == "check")
+    command = check["command"][-1].split()
+    (tmp_path / "router.yaml").write_text(config_map_file(objects, "router-config",
+                                                          "config.yaml"))
+    router = config_lib.load(RouterConfig, tmp_path / "router.yaml")
+    for flag, field in (("--exposures", "exposure_log_dir"), ("--outcomes", "outcome_log_dir")):
+        path = command[command.index(flag) + 1]
+        assert path == getattr(router, field), flag
+        assert mounted(path, check), flag
+    volumes = {v["name"]: v for v in job["spec"]["volumes"]}
+    router = find(objects, "Deployment", "router")["spec"]["template"]["spec"]
+    claim = next(v for v in router["volumes"] if v["name"] == "exposures")
+    assert volumes["exposures"]["persistentVolumeClaim"] == claim["persistentVolumeClaim"]
