@@ -13,7 +13,8 @@ features, label  landed ratings in the recent window against the reference train
                  retrieval_features and retrieval_label; `window`: the landed ratings in
                  the reference window); see features.py
 predictions      the router's exposure log, recent window against the reference window:
-                 served scores and the share of fallbacks; see predictions.py
+                 the scores of the served ranking version's answers (see served.py) and
+                 the share of fallbacks; see predictions.py
 Thresholds: drift.yaml (config.py), overridden by RECSYS_DRIFT_<FIELD> variables and
 --set. Writes OUT/drift.json and OUT/drift.html, prints the table, optionally pushes the
 scores to a Pushgateway (push.py). Exit code 0: no drift, 1: drift, 2: bad input (a missing
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from libs import config as config_lib
 from pipelines.monitoring import drift, predictions, push, report
+from pipelines.monitoring import served as served_lib
 from pipelines.monitoring.config import DEFAULT_CONFIG, DriftConfig
 from pipelines.monitoring.features import (PREDICTIONS, Landed, catalogue,
                                            named_training_set, read_set,
@@ -121,10 +123,18 @@ def check_predictions(args, config: DriftConfig, document: dict) -> list[drift.R
     document["windows"]["predictions_reference"] = reference_window.to_dict()
     document["windows"]["predictions_recent"] = recent_window.to_dict()
     versions = {w: dict(s.ranking_versions) for w, s in served.items()}
-    if len({tuple(sorted(v)) for v in versions.values()}) > 1:
+    # the scores of the version users get, not a canary's or a version since replaced
+    ranking = served_lib.served_versions(Path(args.workdir), _path(args.models_config),
+                                         _path(args.experiments)).get("ranking")
+    if ranking is not None:
+        document["notes"].append(f"scores: ranking version {ranking.version}'s answers "
+                                 f"only ({ranking.why}); ranked answers by version: "
+                                 f"{versions}")
+    elif len({tuple(sorted(v)) for v in versions.values()}) > 1:
         document["notes"].append(f"ranked answers by ranking model version: {versions} (a "
                                  "new version moves the scores by design)")
-    reference, recent = (predictions.samples(served[w.name])
+    reference, recent = (predictions.samples(served[w.name],
+                                             ranking.version if ranking else None)
                          for w in (reference_window, recent_window))
     results = []
     for item in PREDICTIONS:
@@ -132,7 +142,7 @@ def check_predictions(args, config: DriftConfig, document: dict) -> list[drift.R
             continue
         if not (len(reference[item.name]) and len(recent[item.name])):
             document["notes"].append(f"{item.name}: not compared, a window has no answers "
-                                     "the ranking model scored")
+                                     "the served ranking version scored")
             continue
         results.append(judge(item.check, item.name, item.kind, reference[item.name],
                              recent[item.name], config))

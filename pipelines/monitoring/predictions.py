@@ -27,7 +27,7 @@ FILE_DAY = re.compile(r"-(\d{4}-\d{2}-\d{2})-")
 class Served:
     """Responses in one window."""
     fallbacks: list[bool] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
+    scores: dict[int, list[float]] = field(default_factory=dict)  # by ranking version
     ranking_versions: Counter = field(default_factory=Counter)
 
     @property
@@ -101,11 +101,14 @@ def read(directory: Path, windows: list[Window]) -> dict[str, Served]:
                     into = served[window.name]
                     into.fallbacks.append(fallback)
                     if version > 0 and not fallback:
-                        into.scores.extend(scores)
+                        into.scores.setdefault(version, []).extend(scores)
                         into.ranking_versions[version] += 1
     return served
 
 
-def samples(served: Served) -> dict[str, np.ndarray]:
-    return {"score": np.array(served.scores, float),
+def samples(served: Served, version: int | None = None) -> dict[str, np.ndarray]:
+    """The scores of one ranking version's answers (None: every version's), and every
+    answer's fallback flag."""
+    scores = [s for v, found in served.scores.items() if version in (None, v) for s in found]
+    return {"score": np.array(scores, float),
             "fallback": np.array(served.fallbacks, float)}

@@ -1,6 +1,7 @@
 """The drift check's CLI on bad input: one line on stderr naming what, exit code 2, no
 traceback and nothing written; and how it finds the served model's training set."""
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -218,9 +219,46 @@ def test_only_answers_the_ranking_model_scored_count_and_other_days_are_not_read
     window = Window("recent", T0 - 60, T0 + 60)
     served = predictions.read(tmp_path, [window])["recent"]
     assert served.fallbacks == [False, True, False]
-    assert served.scores == [4.5, 4.0] and served.ranking_versions == {2: 1}
+    assert served.scores == {2: [4.5, 4.0]} and served.ranking_versions == {2: 1}
     samples = predictions.samples(served)
     assert samples["fallback"].tolist() == [0, 1, 0]
+
+
+def test_the_scores_compared_are_the_served_ranking_version_s(tmp_path, capsys):
+    """A canary (version 3, new scores) answers a share of users: what users get is
+    version 2, whose scores did not move, so the check finds no drift in them."""
+    exposures = tmp_path / "exposures"
+    exposures.mkdir()
+    lines = []
+    for n in range(400):
+        for t, versions in ((T0 - 3 * DAY, [2]), (T0 - DAY / 2, [2, 3])):
+            for v in versions:
+                scores = [4.0 + (n % 10) / 10] if v == 2 else [1.0 + (n % 10) / 10]
+                lines.append(json.dumps({
+                    "request_id": f"{t}-{n}-{v}", "timestamp": t + n, "user_id": str(n),
+                    "fallback": False, "scores": scores,
+                    "model_versions": {"retrieval": 1, "ranking": v}}))
+    (exposures / "exposures-1997-11-18-a-1.jsonl").write_text("\n".join(lines) + "\n")
+    for v in (2, 3):
+        (tmp_path / "model_repo" / "ranking" / str(v)).mkdir(parents=True)
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text("version: v1\ndefaults: {ranking_version: 2}\nlayers: []\n")
+    code, out, err = run(tmp_path, capsys, "--checks", "predictions", "--until", str(T0),
+                         "--recent-days", "1", "--reference-days", "2", "--set",
+                         "min_rows=100", "--experiments", str(experiments))
+    assert code == 0, out + err
+    assert "ranking version 2's answers only" in out
+    # no defaults: the newest, 3, is served, and it answered nobody in the reference days
+    code, out, err = run(tmp_path, capsys, "--checks", "predictions", "--until", str(T0),
+                         "--recent-days", "1", "--reference-days", "2", "--set",
+                         "min_rows=100")
+    assert code == 0 and "score: not compared" in out
+    # no model repository to say what is served: every version's scores, drift
+    shutil.rmtree(tmp_path / "model_repo")
+    code, out, err = run(tmp_path, capsys, "--checks", "predictions", "--until", str(T0),
+                         "--recent-days", "1", "--reference-days", "2", "--set",
+                         "min_rows=100")
+    assert code == 1 and "DRIFT" in out
 
 
 def test_a_push_that_fails_is_exit_2_after_the_report(tmp_path, capsys):
