@@ -7,8 +7,10 @@
 
 `model` walks back from a pushed version: push time, blessing and the evaluation behind
 it, the trainer's parameters and hyperparameters (with the hyperparameter search they
-came from), the Transform graph, the schema, and the examples' span with the training
-set's content hash (from the span's snapshot.json). `tuning` lists the hyperparameter
+came from), the Transform graph, the schema, the examples' span with the training set's
+content hash (from the span's snapshot.json), and, when the loop's controller retrained
+it, why (`retrained_by_loop`: the triggers and their reports, from `--loop-dir`'s audit
+log, default WORKDIR/loop). `tuning` lists the hyperparameter
 searches: run, trials and their objective, the best values.
 """
 from __future__ import annotations
@@ -18,6 +20,9 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
+
+from pipelines.loop import state as loop_state
 
 INPUT, OUTPUT = 3, 4  # metadata_store_pb2.Event.Type
 BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # written by TFX's Tuner
@@ -235,6 +240,8 @@ def main(argv=None) -> int:
     model = commands.add_parser("model", help="lineage of a pushed model version")
     model.add_argument("name", choices=["retrieval", "ranking"])
     model.add_argument("version", nargs="?", default="", help="default: the newest pushed")
+    model.add_argument("--loop-dir", default="",
+                       help="the loop controller's directory (default WORKDIR/loop)")
     tuning = commands.add_parser("tuning", help="hyperparameter searches and their results")
     tuning.add_argument("name", nargs="?", default="", choices=["", "retrieval", "ranking"])
     args = parser.parse_args(argv)
@@ -246,6 +253,9 @@ def main(argv=None) -> int:
             result = lineage.searches(args.name)
         else:
             result = lineage.model(args.name, args.version)
+            loop_dir = Path(args.loop_dir or os.path.join(args.workdir, "loop"))
+            result["retrained_by_loop"] = loop_state.retraining_of(
+                loop_dir, args.name, int(result["version"]))
     except (FileNotFoundError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

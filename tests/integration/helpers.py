@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs import config as config_lib
 from libs.experiments import ExperimentConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TRAINING_PYTHON
 from tools import build_manifest
 from tools.stack import Stack, free_port, service_env
 
@@ -156,3 +156,10 @@ def scraped(address: str, prefix: str) -> dict[tuple, float]:
                                       if k not in ("instance",)))
                 series[(sample.name, labels)] = sample.value
     return series
+
+
+def lineage(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The lineage CLI (training environment) on `workdir`."""
+    return subprocess.run([str(TRAINING_PYTHON), "-m", "pipelines.training.lineage",
+                           "--workdir", str(workdir), *args], cwd=ROOT, env=service_env(),
+                          capture_output=True, text=True, timeout=300)

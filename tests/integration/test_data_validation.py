@@ -12,6 +12,7 @@ import pandas as pd
 from pipelines.data import prepare
 from tests.conftest import ROOT, TRAINING_PYTHON
 from tests.integration.conftest import SMALL_RUN
+from tests.integration.helpers import lineage
 from tools.stack import service_env
 
 
@@ -54,12 +55,6 @@ def test_ml_metadata_records_the_span_of_the_training_set_a_model_came_from(trai
     assert summary["snapshot"]["content_sha256"] == json.loads(
         (prepare.newest_training_set(workdir / "data" / "training_sets")
          / "snapshot.json").read_text())["content_sha256"]
-
-
-def lineage(workdir, *args):
-    return subprocess.run([str(TRAINING_PYTHON), "-m", "pipelines.training.lineage",
-                           "--workdir", str(workdir), *args], cwd=ROOT, env=service_env(),
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_lineage_cli_traces_a_pushed_model_to_its_data_and_lists_runs(trained):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from libs import version_evaluation
 from tests.integration.conftest import run_pipeline
-from tests.integration.test_data_validation import lineage
+from tests.integration.helpers import lineage
 
 MODELS = ("retrieval", "ranking")
 

@@ -1,0 +1,239 @@
+"""The loop's controller: retrains when drift, falling online quality or the schedule says
+so, one loop at a time, every step in an audit log; a person can pause it or take over.
+
+  python -m pipelines.loop.controller [--dir var/loop] COMMAND
+    status                       phase, pause, lease holder, the last steps
+    tick [--workdir var] [--drift-report F] [--quality-report F] [--retrain-days 7]
+         [--retrain-command CMD] [--lease-seconds 3600] [--holder ID]
+                                 one step: take (or renew) the lease, then, unless
+                                 paused, retrain if a trigger holds
+    pause --by NAME [--reason TEXT]    the controller only watches until resumed
+    resume --by NAME
+    take-over --by NAME [--reason TEXT]  the lease passes to NAME whoever holds it, and
+                                 the loop pauses: a person is in charge
+
+Retraining runs the pipeline (`--retrain-command`, default the training environment's
+`python -m pipelines.training.run --workdir WORKDIR`) and records which versions it
+pushed (the newest in the model repository, before and after) or why the gates refused.
+What a new version then goes through (the canary judged on outcomes, promotion by the
+`stable` label) is still the rollout's (docs/deployment.md). Exit codes: 0 done, 1 the
+retraining failed, 2 bad input (a malformed report or state, named in one line), 3 another
+controller holds the lease.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from libs import feature_spec
+from pipelines.loop import state as state_lib, triggers
+from pipelines.loop.lease import LeaseFile, LeaseHeld
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = (feature_spec.MODEL_NAMES.retrieval, feature_spec.MODEL_NAMES.ranking)
+
+
+def newest_versions(workdir: Path) -> dict[str, int]:
+    """The newest version of each model in the repository (0 when none)."""
+    out = {}
+    for model in MODELS:
+        versions = [int(p.name) for p in (workdir / "model_repo" / model).glob("*")
+                    if p.name.isdigit()]
+        out[model] = max(versions, default=0)
+    return out
+
+
+def run_holding(command: str, log: Path, lease: LeaseFile, holder: str) -> int | None:
+    """Runs `command`, renewing the lease meanwhile; None (and the command stopped) when
+    the lease was lost: someone took over."""
+    with open(log, "a", encoding="utf-8") as out:
+        child = subprocess.Popen(shlex.split(command), cwd=ROOT, stdout=out,
+                                 stderr=subprocess.STDOUT)
+        while True:
+            try:
+                return child.wait(timeout=lease.seconds / 3)
+            except subprocess.TimeoutExpired:
+                try:
+                    lease.acquire(holder)
+                except LeaseHeld:
+                    child.terminate()
+                    child.wait()
+                    return None
+
+
+def retrain(args, loop: state_lib.LoopState, lease: LeaseFile, found: list) -> int:
+    """Runs the pipeline; records the versions it pushed, or why the gates refused."""
+    actor = args.holder
+    directory, workdir = Path(args.dir), Path(args.workdir)
+    before = newest_versions(workdir)
+    loop.phase, loop.since, loop.trigger = "training", time.time(), [t.to_dict() for t in found]
+    state_lib.save(directory, loop)
+    state_lib.audit(directory, actor, "retrain", triggers=loop.trigger,
+                    command=args.retrain_command)
+    print(f"retraining: {'; '.join(t.reason for t in found)}", flush=True)
+    log = directory / "retrain.log"
+    code = run_holding(args.retrain_command, log, lease, actor)
+    if code is None:  # taken over: the person in charge decides what happens next
+        state_lib.audit(directory, actor, "retraining stopped: the lease was taken over")
+        print("stopped: the loop was taken over", file=sys.stderr)
+        return 3
+    loop = state_lib.load(directory)  # a pause may have come meanwhile
+    loop.phase, loop.since = "idle", time.time()
+    if code != 0:
+        state_lib.save(directory, loop)
+        state_lib.audit(directory, actor, "retrain failed", exit_code=code, log=str(log))
+        print(f"error: retraining failed (exit {code}); its output: {log}", file=sys.stderr)
+        return 1
+    after = newest_versions(workdir)
+    pushed = {m: v for m, v in after.items() if v > before[m]}
+    summary = _last_run(workdir)
+    refused = {m: summary.get(m, {}).get("final_gate", {}).get("reasons", [])
+               for m in MODELS if m not in pushed}
+    loop.last_retrain, loop.candidate = time.time(), pushed
+    state_lib.save(directory, loop)
+    state_lib.audit(directory, actor, "retrained", pushed=pushed, refused=refused,
+                    training_set=summary.get("snapshot", {}).get("training_set"))
+    print(f"retrained: pushed {pushed or 'nothing'}"
+          + "".join(f"; {m} not pushed: {'; '.join(r) or 'no newer version'}"
+                    for m, r in refused.items()))
+    return 0
+
+
+def _last_run(workdir: Path) -> dict:
+    try:
+        return json.loads((workdir / "last_run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def tick(args) -> int:
+    directory = Path(args.dir)
+    lease = LeaseFile(directory, args.lease_seconds)
+    try:
+        lease.acquire(args.holder)
+    except LeaseHeld as err:
+        print(f"not running: {err}", file=sys.stderr)
+        return 3
+    try:
+        return _step(args, lease)
+    finally:
+        lease.release(args.holder)  # the next tick (another process) may run at once
+
+
+def _step(args, lease: LeaseFile) -> int:
+    directory = Path(args.dir)
+    loop = state_lib.load(directory)
+    if loop.paused:
+        print(f"paused by {loop.paused_by} ({loop.pause_reason or 'no reason given'}): "
+              "watching only")
+        return 0
+    if loop.phase == "training":  # this controller (or one before it) stopped mid-run
+        state_lib.audit(directory, args.holder, "resumed after an interrupted retraining",
+                        since=loop.since)
+    found = triggers.due(_path(args.drift_report), _path(args.quality_report),
+                         loop.last_retrain, args.retrain_days, time.time())
+    if loop.phase == "training" and not found:
+        found = [triggers.Trigger(**t) for t in loop.trigger]
+    if not found:
+        print("nothing due")
+        return 0
+    return retrain(args, loop, lease, found)
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def pause(args, paused: bool) -> int:
+    directory = Path(args.dir)
+    loop = state_lib.load(directory)
+    loop.paused, loop.paused_by = paused, args.by if paused else ""
+    loop.pause_reason = getattr(args, "reason", "") if paused else ""
+    state_lib.save(directory, loop)
+    state_lib.audit(directory, args.by, "pause" if paused else "resume",
+                    reason=loop.pause_reason)
+    print(f"{'paused' if paused else 'resumed'} by {args.by}")
+    return 0
+
+
+def take_over(args) -> int:
+    directory = Path(args.dir)
+    lease = LeaseFile(directory, args.lease_seconds)
+    taken = lease.acquire(args.by, force=True)
+    loop = state_lib.load(directory)
+    loop.paused, loop.paused_by = True, args.by
+    loop.pause_reason = args.reason or "taken over"
+    state_lib.save(directory, loop)
+    state_lib.audit(directory, args.by, "take over", reason=loop.pause_reason,
+                    from_holder=taken.taken_over_from)
+    print(f"{args.by} holds the loop (from {taken.taken_over_from or 'nobody'}); it stays "
+          f"paused until `resume`")
+    return 0
+
+
+def status(args) -> int:
+    directory = Path(args.dir)
+    loop = state_lib.load(directory)
+    held = LeaseFile(directory, args.lease_seconds).read()
+    print(json.dumps({"phase": loop.phase, "paused": loop.paused, "paused_by": loop.paused_by,
+                      "last_retrain": loop.last_retrain, "candidate": loop.candidate,
+                      "lease": held.__dict__ if held else None,
+                      "last_steps": state_lib.history(directory)[-5:]}, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", default="var/loop", help="state, lease and audit log")
+    p.add_argument("--lease-seconds", type=float, default=3600.0,
+                   help="how long a lease lasts without renewal (longer than a retraining)")
+    commands = p.add_subparsers(dest="command", required=True)
+    commands.add_parser("status")
+    step = commands.add_parser("tick")
+    step.add_argument("--workdir", default="var")
+    step.add_argument("--drift-report", default="", help="drift.json of the drift check")
+    step.add_argument("--quality-report", default="",
+                      help="quality.json of the online quality check")
+    step.add_argument("--retrain-days", type=float, default=7.0,
+                      help="retrain when the last retraining is older (0: never)")
+    step.add_argument("--retrain-command", default="",
+                      help="default: the training environment's pipeline on --workdir")
+    step.add_argument("--holder", default=f"{socket.gethostname()}-{os.getpid()}-"
+                      f"{uuid.uuid4().hex[:6]}", help="this controller's name in the lease")
+    for name in ("pause", "resume", "take-over"):
+        command = commands.add_parser(name)
+        command.add_argument("--by", required=True, help="who (goes to the audit log)")
+        if name != "resume":
+            command.add_argument("--reason", default="")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "tick" and not args.retrain_command:
+        python = ROOT / ".venv" / "training" / "bin" / "python"
+        args.retrain_command = shlex.join([str(python), "-m", "pipelines.training.run",
+                                           "--workdir", args.workdir])
+    try:
+        if args.command == "tick":
+            return tick(args)
+        if args.command in ("pause", "resume"):
+            return pause(args, args.command == "pause")
+        if args.command == "take-over":
+            return take_over(args)
+        return status(args)
+    except (state_lib.StateError, triggers.ReportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

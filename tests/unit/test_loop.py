@@ -1,0 +1,177 @@
+"""The loop's controller: one holder of the lease at a time (also between processes),
+triggers from the monitoring reports, retraining recorded in the audit log, pause and
+take-over by a person, and a restart mid-retraining that finishes the job."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipelines.loop import controller, state as state_lib, triggers
+from pipelines.loop.lease import LeaseFile, LeaseHeld
+from tests.conftest import ROOT
+
+NOW = 1_800_000_000.0
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_a_person_forces_it(tmp_path):
+    lease = LeaseFile(tmp_path, seconds=60)
+    first = lease.acquire("a", now=NOW)
+    with pytest.raises(LeaseHeld, match="held by a until"):
+        lease.acquire("b", now=NOW + 30)
+    assert lease.acquire("a", now=NOW + 30).acquired == first.acquired  # renewed
+    assert lease.acquire("b", now=NOW + 91).holder == "b"  # a stopped renewing
+    taken = lease.acquire("person", force=True, now=NOW + 92)
+    assert taken.taken_over_from == "b"
+    lease.release("b")  # b no longer holds it: nothing happens
+    assert lease.read().holder == "person"
+    lease.release("person")
+    assert lease.read() is None
+
+
+def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
+    script = ("import sys; from pipelines.loop.lease import LeaseFile, LeaseHeld\n"
+              "try:\n    LeaseFile(sys.argv[1], 600).acquire(sys.argv[2]); print('won')\n"
+              "except LeaseHeld:\n    print('lost')\n")
+    racers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"c{n}"],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+              for n in range(8)]
+    results = [r.communicate(timeout=60)[0].strip() for r in racers]
+    assert results.count("won") == 1 and results.count("lost") == 7
+
+
+def report(path, generated, **fields):
+    path.write_text(json.dumps({"generated_at": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(generated)), **fields}))
+    return path
+
+
+def test_reports_trigger_once_and_the_schedule_when_due(tmp_path):
+    drifted = report(tmp_path / "drift.json", NOW, drift=True, results=[
+        {"feature": "age", "check": "features", "detected": True},
+        {"feature": "gender", "check": "features", "detected": False}])
+    below = report(tmp_path / "quality.json", NOW, below_promise=True, verdicts=[
+        {"model": "retrieval", "version": 7, "metric": "recall_at_10", "online": 0.05,
+         "promise": 0.12, "status": "below"}])
+    found = triggers.due(drifted, below, last_retrain=NOW - 3 * 86_400, every_days=7,
+                         now=NOW + 60)
+    assert [t.kind for t in found] == ["drift", "quality"]
+    assert found[0].reason == "drift in age (features)" and "recall_at_10 0.05" in found[1].reason
+    # retrained since those reports were written: they were acted upon
+    assert triggers.due(drifted, below, NOW + 10, 7, NOW + 60) == []
+    [due] = triggers.due(None, None, NOW - 8 * 86_400, 7, NOW)
+    assert due.kind == "schedule" and "8.0 days ago" in due.reason
+    (tmp_path / "undated.json").write_text("{}")
+    with pytest.raises(triggers.ReportError, match="'generated_at'"):
+        triggers.due(tmp_path / "undated.json", None, 0, 7, NOW)
+
+
+def fake_pipeline(tmp_path, seconds: float = 0.0, exit_code: int = 0) -> str:
+    """A retrain command that pushes a new ranking version (after `seconds`)."""
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        "import sys, time, pathlib\n"
+        f"time.sleep({seconds})\n"
+        "repo = pathlib.Path(sys.argv[1]) / 'model_repo' / 'ranking'\n"
+        "versions = [int(p.name) for p in repo.glob('*')] or [0]\n"
+        "(repo / str(max(versions) + 1)).mkdir(parents=True)\n"
+        f"sys.exit({exit_code})\n")
+    return shlex.join([sys.executable, str(script), str(tmp_path / "work")])
+
+
+def tick(tmp_path, command, *extra, lease_seconds=3600):
+    return controller.main(["--dir", str(tmp_path / "loop"), "--lease-seconds",
+                            str(lease_seconds), "tick", "--workdir", str(tmp_path / "work"),
+                            "--retrain-command", command, *extra])
+
+
+def test_a_drift_report_retrains_and_the_audit_says_why_and_what_was_pushed(tmp_path,
+                                                                             capsys):
+    (tmp_path / "work" / "model_repo" / "ranking" / "4").mkdir(parents=True)
+    drifted = report(tmp_path / "drift.json", time.time(), drift=True, results=[
+        {"feature": "age", "check": "features", "detected": True}])
+    command = fake_pipeline(tmp_path)
+    assert tick(tmp_path, command, "--drift-report", str(drifted), "--retrain-days", "0") == 0
+    assert "pushed {'ranking': 5}" in capsys.readouterr().out
+    steps = state_lib.history(tmp_path / "loop")
+    assert [s["action"] for s in steps] == ["retrain", "retrained"]
+    assert steps[0]["triggers"][0]["report"] == str(drifted)
+    assert steps[1]["pushed"] == {"ranking": 5}
+    why = state_lib.retraining_of(tmp_path / "loop", "ranking", 5)
+    assert why["triggers"][0]["kind"] == "drift" and why["started"] == steps[0]["time"]
+    assert state_lib.retraining_of(tmp_path / "loop", "ranking", 4) is None  # not the loop's
+    # the report was acted upon: the next tick has nothing to do
+    assert tick(tmp_path, command, "--drift-report", str(drifted), "--retrain-days", "0") == 0
+    assert "nothing due" in capsys.readouterr().out
+    assert LeaseFile(tmp_path / "loop", 60).read() is None  # released after each tick
+
+
+def test_a_paused_loop_only_watches_and_resumes_when_told(tmp_path, capsys):
+    loop = ["--dir", str(tmp_path / "loop")]
+    assert controller.main([*loop, "pause", "--by", "ana", "--reason", "incident"]) == 0
+    command = fake_pipeline(tmp_path)
+    assert tick(tmp_path, command) == 0  # the schedule is due (never retrained)
+    assert "paused by ana (incident)" in capsys.readouterr().out
+    assert not (tmp_path / "work" / "model_repo").exists()
+    assert controller.main([*loop, "resume", "--by", "ana"]) == 0
+    assert tick(tmp_path, command) == 0
+    assert (tmp_path / "work" / "model_repo" / "ranking" / "1").is_dir()
+    assert [s["action"] for s in state_lib.history(tmp_path / "loop")] == [
+        "pause", "resume", "retrain", "retrained"]
+
+
+def test_a_person_taking_over_stops_a_running_retraining(tmp_path):
+    command = fake_pipeline(tmp_path, seconds=30)
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(tick(
+        tmp_path, command, lease_seconds=0.6)))  # renewed every 0.2 s
+    runner.start()
+    deadline = time.monotonic() + 20
+    while state_lib.load(tmp_path / "loop").phase != "training":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert controller.main(["--dir", str(tmp_path / "loop"), "--lease-seconds", "60",
+                            "take-over", "--by", "ana", "--reason", "bad data"]) == 0
+    runner.join(30)
+    assert codes == [3]
+    assert not (tmp_path / "work" / "model_repo").exists()  # the run was stopped
+    actions = [s["action"] for s in state_lib.history(tmp_path / "loop")]
+    assert actions[-2:] == ["take over", "retraining stopped: the lease was taken over"]
+    loop = state_lib.load(tmp_path / "loop")
+    assert loop.paused and loop.paused_by == "ana"
+
+
+def test_a_controller_restarted_mid_retraining_finishes_the_job(tmp_path, capsys):
+    directory = tmp_path / "loop"
+    trigger = triggers.Trigger("quality", "below its promise: ranking 3 rmse", "q.json")
+    state_lib.save(directory, state_lib.LoopState(phase="training", since=NOW,
+                                                  trigger=[trigger.to_dict()],
+                                                  last_retrain=time.time()))
+    assert tick(tmp_path, fake_pipeline(tmp_path)) == 0
+    steps = state_lib.history(directory)
+    assert [s["action"] for s in steps] == ["resumed after an interrupted retraining",
+                                            "retrain", "retrained"]
+    assert steps[1]["triggers"] == [trigger.to_dict()]
+    assert state_lib.load(directory).phase == "idle"
+
+
+def test_bad_reports_and_state_exit_2_naming_them(tmp_path, capsys):
+    bad = tmp_path / "drift.json"
+    bad.write_text("{not json")
+    assert tick(tmp_path, "true", "--drift-report", str(bad)) == 2
+    assert f"{bad}: cannot read" in capsys.readouterr().err
+    (tmp_path / "loop" / "state.json").write_text('{"phase": "dreaming"}')
+    assert tick(tmp_path, "true") == 2
+    assert "field 'phase' must be one of" in capsys.readouterr().err
+
+
+def test_a_failed_retraining_is_exit_1_and_recorded(tmp_path, capsys):
+    assert tick(tmp_path, fake_pipeline(tmp_path, exit_code=4)) == 1
+    assert "retraining failed (exit 4)" in capsys.readouterr().err
+    assert state_lib.history(tmp_path / "loop")[-1]["exit_code"] == 4
+    assert state_lib.load(tmp_path / "loop").phase == "idle"
