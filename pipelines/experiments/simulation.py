@@ -9,6 +9,10 @@
            same looks, each with a 95% Clopper-Pearson interval
   SRM      one arm's logging loses 10% of its users: how often the SRM check blocks the
            verdict (and how often it fires in the A/A runs, where it should not)
+  canary   the canary decision (canary_decision.py) on outcomes, judged at every look: a
+           worse candidate (most popular replacing EASE) must not be promoted (at most
+           alpha of the time), an equal one (EASE for EASE) and a better one (EASE
+           replacing most popular) should be
 
   python -m pipelines.experiments.simulation [--data-dir ../shared/data/ml-100k]
 Prints the figures, writes report.html (and an example run's logs and their analysis
@@ -29,7 +33,8 @@ import matplotlib.pyplot as plt
 
 from pipelines.data import movielens
 from pipelines.data.dataset import DataError
-from pipelines.experiments import analysis as analysis_lib, analyze, report, stats, world
+from pipelines.experiments import (analysis as analysis_lib, analyze, canary_decision, report,
+                                   stats, world)
 from pipelines.experiments import simulated_experiment as experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +53,9 @@ class Study:
     looks: int = 10
     alpha: float = 0.05
     click_probability: float = 0.1
+    canary_users: int = 10_000
+    canary_runs: int = 40
+    canary_margin: float = 0.1
 
 
 def _settings(study: Study) -> analysis_lib.Settings:
@@ -95,6 +103,30 @@ def sample_ratio(world_: world.World, study: Study, seed: int = 30_000) -> dict:
     return {"users": study.srm_users, "dropped": study.srm_drop,
             "detected": _share(runs, lambda r: r.srm_p < 0.001),
             "verdict_blocked": _share(runs, lambda r: r.blocked)}
+
+
+CANARIES = {"worse": {"stable": "ease", "canary": "popular"},
+            "as good": {"stable": "ease", "canary": "ease"},
+            "better": {"stable": "popular", "canary": "ease"}}
+
+
+def canary_decisions(world_: world.World, study: Study, seed: int = 40_000) -> dict:
+    """Per kind of candidate, how often the canary decision promotes it."""
+    settings = analysis_lib.Settings(alpha=study.alpha, looks=study.looks, control="stable")
+    rules = canary_decision.Rules(margin=study.canary_margin)
+    out = {"users": study.canary_users, "margin": study.canary_margin}
+    for kind, arms in CANARIES.items():
+        design = experiment.Design(users=study.canary_users, arms=arms,
+                                   weights={"stable": 50, "canary": 50},
+                                   click_probability=study.click_probability)
+        actions = []
+        for run in range(study.canary_runs):
+            result = experiment.analyze(experiment.simulate(world_, design, seed + run),
+                                        settings)
+            actions.append(canary_decision.decide(result, rules, final=True).action)
+        out[kind] = _share(actions, lambda action: action == "promote")
+        seed += study.canary_runs
+    return out
 
 
 def _plot(figures: dict) -> str:
@@ -147,6 +179,10 @@ def summary(figures: dict) -> list[str]:
               f"A/A SRM false alarms (p < 0.001): {_percent(aa['srm_false_alarm'])}",
               f"SRM ({srm['users']} users, {srm['dropped']:.0%} of one arm lost): detected "
               f"{_percent(srm['detected'])}"]
+    canary = figures.get("canary")
+    if canary:
+        lines += [f"canary ({canary['users']} users, margin {canary['margin']:.0%}): {kind} "
+                  f"candidate promoted {_percent(canary[kind])}" for kind in CANARIES]
     return lines
 
 
@@ -189,11 +225,14 @@ def main(argv=None) -> int:
     parser.add_argument("--srm-users", type=int, default=Study.srm_users)
     parser.add_argument("--srm-runs", type=int, default=Study.srm_runs)
     parser.add_argument("--looks", type=int, default=Study.looks)
+    parser.add_argument("--canary-users", type=int, default=Study.canary_users)
+    parser.add_argument("--canary-runs", type=int, default=Study.canary_runs)
     parser.add_argument("--out", default=str(ROOT / "reports" / "experiments" / "simulation"))
     args = parser.parse_args(argv)
     study = Study(sizes=tuple(args.sizes), power_runs=args.power_runs, aa_users=args.aa_users,
                   aa_runs=args.aa_runs, srm_users=args.srm_users, srm_runs=args.srm_runs,
-                  looks=args.looks)
+                  looks=args.looks, canary_users=args.canary_users,
+                  canary_runs=args.canary_runs)
     started = time.perf_counter()
     try:
         users = (world.synthetic_world(users=943, items=1682, ratings=100_000)
@@ -202,7 +241,8 @@ def main(argv=None) -> int:
         print(f"error: {err} (or pass --synthetic)", file=sys.stderr)
         return 2
     figures = {"source": users.source, "study": dataclasses.asdict(study)}
-    for name, step in (("power", power), ("aa", false_positives), ("srm", sample_ratio)):
+    for name, step in (("power", power), ("aa", false_positives), ("srm", sample_ratio),
+                       ("canary", canary_decisions)):
         print(f"simulating: {name} ...", flush=True)
         figures[name] = step(users, study)
     out = Path(args.out)

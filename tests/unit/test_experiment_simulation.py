@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipelines.experiments import analysis, simulation, stats, world
+from pipelines.experiments import analysis, canary_decision, simulation, stats, world
 from pipelines.experiments import simulated_experiment as experiment
 from tests.conftest import MOVIELENS
 
@@ -64,11 +64,43 @@ def test_aa_runs_raise_no_srm_alarm(aa_runs):
     assert sum(run.srm_p < 0.001 or run.blocked for run in aa_runs) <= 2
 
 
+def test_a_worse_canary_is_not_promoted_and_a_better_one_is(users):
+    """Judged on outcomes at every look: 20 worse candidates (most popular replacing EASE)
+    and 20 better ones (the reverse), 3,000 users each."""
+    study = simulation.Study(canary_users=3000, canary_runs=20)
+    found = simulation.canary_decisions(users, study)
+    assert found["worse"]["hits"] <= 1  # false promotions: at most alpha (5%)
+    assert found["better"]["hits"] >= 18
+
+
+def test_a_canary_decision_names_why(users):
+    rules = canary_decision.Rules()
+    settings = analysis.Settings(control="stable")
+    worse = experiment.analyze(experiment.simulate(users, experiment.Design(
+        users=3000, arms=simulation.CANARIES["worse"],
+        weights={"stable": 50, "canary": 50}), seed=5), settings)
+    decision = canary_decision.decide(worse, rules, final=False)
+    assert decision.action == "rollback" and decision.reasons[0].startswith(
+        "worse than stable: conversion")
+    assert decision.figures["high"] < 0
+    broken = experiment.simulate(users, experiment.Design(
+        users=3000, arms=simulation.CANARIES["as good"], weights={"stable": 50, "canary": 50},
+        drop_share={"canary": 0.3}), seed=6)
+    decision = canary_decision.decide(experiment.analyze(broken, settings), rules, final=True)
+    assert decision.action == "rollback" and "sample ratio mismatch" in decision.reasons[0]
+    few = experiment.analyze(experiment.simulate(users, experiment.Design(
+        users=40, arms=simulation.CANARIES["as good"], weights={"stable": 50, "canary": 50}),
+        seed=7), analysis.Settings(control="stable", min_users_per_arm=100))
+    assert canary_decision.decide(few, rules, final=False).action == "continue"
+    assert canary_decision.decide(few, rules, final=True).action == "rollback"
+
+
 @pytest.mark.skipif(not MOVIELENS.is_dir(), reason="MovieLens not present")
 def test_movielens_study_end_to_end(tmp_path, capsys):
     code = simulation.main(["--data-dir", str(MOVIELENS), "--sizes", "1500",
                             "--power-runs", "6", "--aa-users", "300", "--aa-runs", "10",
                             "--srm-users", "300", "--srm-runs", "2", "--looks", "4",
+                            "--canary-users", "1500", "--canary-runs", "3",
                             "--out", str(tmp_path)])
     assert code == 0
     figures = json.loads((tmp_path / "simulation.json").read_text())
@@ -77,4 +109,6 @@ def test_movielens_study_end_to_end(tmp_path, capsys):
     assert "<svg" in (tmp_path / "report.html").read_text()
     example = json.loads((tmp_path / "example" / "analysis.json").read_text())
     assert example["verdict"]["winner"] == "treatment"
-    assert "power at  1500 users" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "power at  1500 users" in out and "canary (1500 users, margin 10%): worse" in out
+    assert figures["canary"]["worse"]["hits"] == 0
