@@ -150,7 +150,7 @@ def delayed_labels(exposures: pd.DataFrame, ratings: pd.DataFrame, start: float,
     before = pairs[pairs.rated < pairs.timestamp][["user_id", "retrieval_version",
                                                    "item_id"]]
     later = pairs[(pairs.rated >= pairs.timestamp)
-                  & (pairs.rated <= pairs.timestamp + settings.label_seconds)]
+                  & (pairs.rated <= pairs.timestamp + label)]
     later = later.merge(before, how="left", indicator=True,
                         on=["user_id", "retrieval_version", "item_id"])
     later = later[later._merge == "left_only"].drop_duplicates(

@@ -81,7 +81,10 @@ def catalog_size(raw_dir: Path) -> int | None:
     path = raw_dir / batch_job.RAW_TABLES["items"]
     if not path.is_file():
         return None
-    return int(pd.read_csv(path, usecols=["item_id"], dtype=str).item_id.nunique())
+    try:
+        return int(pd.read_csv(path, usecols=["item_id"], dtype=str).item_id.nunique())
+    except (OSError, ValueError) as err:  # pandas says ValueError for a missing column
+        raise InputError(f"{path}: cannot read the catalog's item_id column: {err}") from None
 
 
 def promises(workdir: Path, figures: list[dict]) -> tuple[dict, list[str]]:
