@@ -18,7 +18,7 @@ pushed (the newest in the model repository, before and after) or why the gates r
 What a new version then goes through (the canary judged on outcomes, promotion by the
 `stable` label) is still the rollout's (docs/deployment.md). Exit codes: 0 done, 1 the
 retraining failed, 2 bad input (a malformed report or state, named in one line), 3 another
-controller holds the lease.
+controller holds the lease, or a person took it over mid-retraining.
 """
 from __future__ import annotations
 
