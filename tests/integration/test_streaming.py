@@ -127,9 +127,9 @@ def test_a_rating_reported_to_the_router_moves_online_features_once(
         with grpc.insecure_channel(router.address("services/router")) as channel:
             stub = outcomes_pb2_grpc.OutcomeServiceStub(channel)
             assert stub.RecordOutcomes(request, timeout=10).accepted == 2
-            state = wait_for(lambda: (s := user_state(store))["user_rating_count"][0]
-                             == before + 1 and s)
-            assert NEW_ITEM in state["rated_items"][0]
+            # the worker pushes user_activity, then user_rated_items: wait for both
+            wait_for(lambda: (s := user_state(store))["user_rating_count"][0] == before + 1
+                     and NEW_ITEM in s["rated_items"][0])
             assert stub.RecordOutcomes(request, timeout=10).duplicates == 2  # a retry
     finally:
         router.stop()
