@@ -41,6 +41,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = (feature_spec.MODEL_NAMES.retrieval, feature_spec.MODEL_NAMES.ranking)
 
 
+def last_push(workdir: Path) -> float:
+    """When the newest model version reached the repository (its directory's time; 0
+    when there is none): a loop that never retrained counts from there, so a first tick
+    right after `make train` finds the schedule not yet due."""
+    times = [p.stat().st_mtime for model in MODELS
+             for p in (workdir / "model_repo" / model).glob("*") if p.name.isdigit()]
+    return max(times, default=0.0)
+
+
 def newest_versions(workdir: Path) -> dict[str, int]:
     """The newest version of each model in the repository (0 when none)."""
     out = {}
@@ -139,7 +148,8 @@ def _step(args, lease: LeaseFile) -> int:
         state_lib.audit(directory, args.holder, "resumed after an interrupted retraining",
                         since=loop.since)
     found = triggers.due(_path(args.drift_report), _path(args.quality_report),
-                         loop.last_retrain, args.retrain_days, time.time())
+                         loop.last_retrain or last_push(Path(args.workdir)),
+                         args.retrain_days, time.time())
     if loop.phase == "training" and not found:
         found = [triggers.Trigger(**t) for t in loop.trigger]
     if not found:

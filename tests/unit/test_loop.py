@@ -4,6 +4,7 @@ take-over by a person, and a restart mid-retraining that finishes the job."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -92,7 +93,9 @@ def tick(tmp_path, command, *extra, lease_seconds=3600):
 
 def test_a_drift_report_retrains_and_the_audit_says_why_and_what_was_pushed(tmp_path,
                                                                              capsys):
-    (tmp_path / "work" / "model_repo" / "ranking" / "4").mkdir(parents=True)
+    pushed = tmp_path / "work" / "model_repo" / "ranking" / "4"
+    pushed.mkdir(parents=True)
+    os.utime(pushed, (time.time() - 86_400,) * 2)  # trained yesterday, by hand
     drifted = report(tmp_path / "drift.json", time.time(), drift=True, results=[
         {"feature": "age", "check": "features", "detected": True}])
     command = fake_pipeline(tmp_path)
@@ -109,6 +112,17 @@ def test_a_drift_report_retrains_and_the_audit_says_why_and_what_was_pushed(tmp_
     assert tick(tmp_path, command, "--drift-report", str(drifted), "--retrain-days", "0") == 0
     assert "nothing due" in capsys.readouterr().out
     assert LeaseFile(tmp_path / "loop", 60).read() is None  # released after each tick
+
+
+def test_a_loop_that_never_ran_counts_the_schedule_from_the_newest_version(tmp_path,
+                                                                          capsys):
+    pushed = tmp_path / "work" / "model_repo" / "retrieval" / "7"
+    pushed.mkdir(parents=True)  # `make train` just now
+    assert tick(tmp_path, fake_pipeline(tmp_path)) == 0
+    assert "nothing due" in capsys.readouterr().out
+    os.utime(pushed, (time.time() - 8 * 86_400,) * 2)
+    assert tick(tmp_path, fake_pipeline(tmp_path)) == 0
+    assert "days ago; the schedule is every 7 days" in capsys.readouterr().out
 
 
 def test_a_paused_loop_only_watches_and_resumes_when_told(tmp_path, capsys):
