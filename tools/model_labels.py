@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 from pathlib import Path
 
 import yaml
 from google.protobuf import text_format
 
-from libs import model_config
+from libs import files, model_config
 from libs.config import ConfigError
 from libs.experiments import LABEL
 
@@ -151,16 +150,9 @@ def write(path: Path, parsed) -> None:
     # the file's opening comment stays (text_format writes no comments)
     header = "".join(itertools.takewhile(lambda line: line.startswith("#"),
                                          original.splitlines(keepends=True)))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w") as f:
-            f.write(header + text_format.MessageToString(parsed))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)  # readers see the old file or the new, never half
-    finally:
-        temporary.unlink(missing_ok=True)
+    # readers (a server polling it) see the old file or the new, never half
+    files.replace_atomically(path, header + text_format.MessageToString(parsed),
+                             mode=path.stat().st_mode & 0o777)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -11,13 +11,12 @@ it lost at its next renewal and stops.
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from libs import files
 
 
 class LeaseHeld(RuntimeError):
@@ -32,22 +31,6 @@ class Lease:
     taken_over_from: str = ""
 
 
-def write_json_atomically(path: Path, document: dict) -> None:
-    """Write to a temporary file, fsync it, rename it over `path`, fsync the directory."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 class LeaseFile:
     def __init__(self, directory: str | Path, seconds: float):
         if seconds <= 0:
@@ -55,15 +38,9 @@ class LeaseFile:
         self.directory, self.seconds = Path(directory), seconds
         self.path = self.directory / "lease.json"
 
-    @contextmanager
     def _locked(self):
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "lease.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return files.locked(self.directory / "lease.lock")
 
     def read(self) -> Lease | None:
         try:
@@ -86,7 +63,7 @@ class LeaseFile:
                 taken_from = current.holder
             acquired = current.acquired if current and current.holder == holder else now
             lease = Lease(holder, acquired, now + self.seconds, taken_from)
-            write_json_atomically(self.path, asdict(lease))
+            files.replace_atomically(self.path, json.dumps(asdict(lease), indent=2) + "\n")
             return lease
 
     def holds(self, holder: str, now: float | None = None) -> bool:

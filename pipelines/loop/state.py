@@ -6,12 +6,11 @@ stopped, and its audit log, one JSON line per step with who took it and why.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pipelines.loop.lease import write_json_atomically
+from libs import files
 
 PHASES = ("idle", "training")
 
@@ -53,17 +52,14 @@ def load(directory: Path) -> LoopState:
 
 def save(directory: Path, state: LoopState) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(directory / "state.json", asdict(state))
+    files.replace_atomically(directory / "state.json", json.dumps(asdict(state), indent=2) + "\n")
 
 
 def audit(directory: Path, actor: str, action: str, **details) -> dict:
     """Appends one step to audit.jsonl (fsynced before returning) and returns it."""
     directory.mkdir(parents=True, exist_ok=True)
     entry = {"time": round(time.time(), 3), "actor": actor, "action": action, **details}
-    with open(directory / "audit.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    files.append_line(directory / "audit.jsonl", json.dumps(entry, default=str))
     return entry
 
 

@@ -9,19 +9,16 @@ version, and appended to the audit log (who, when, before, after).
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from libs import config as config_lib
+from libs import config as config_lib, files
 from libs.experiments import ExperimentConfig, sibling, typed_serves
 
 ROLES = ("editor", "viewer")
@@ -219,26 +216,15 @@ class ExperimentDocument:
                          "config_version_after": doc["version"]})
             return doc["version"], result
 
-    @contextmanager
     def _locked(self):
-        with open(f"{self.path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return files.locked(Path(f"{self.path}.lock"))
 
     def _write(self, doc: dict) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.replace(temporary, self.path)  # readers see the old file or the new, never half
+        files.replace_atomically(self.path, yaml.safe_dump(doc, sort_keys=False))
 
     def _audit(self, entry: dict) -> None:
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.audit_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        files.append_line(self.audit_path, json.dumps(entry))
 
 
 def _all(doc: dict):
