@@ -116,7 +116,7 @@ def rollout_stack(workdir: Path, folder: Path, models: str, experiments: str, to
     (started; stop it with .stop()): its model server reads `folder/models.config`
     (`models`, re-read when it changes), its router the experiment document
     `experiments` copied to `folder` (polled every 0.2 s; `token` is an editor's for the
-    admin API) and writes its audit, exposure and shadow logs there."""
+    admin API) and writes its audit, exposure, outcome and shadow logs there."""
     (folder / "models.config").write_text(models)
     (folder / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
         {"who": "release-bot", "sha256": hashlib.sha256(token.encode()).hexdigest()}]}))
@@ -130,7 +130,7 @@ def rollout_stack(workdir: Path, folder: Path, models: str, experiments: str, to
                  f"experiment_audit_log={folder / 'audit.jsonl'}",
                  f"shadow_log_dir={folder / 'shadow'}", "experiments_poll_seconds=0.2",
                  f"exposure_log_dir={folder / 'exposures'}",
-                 "deadline_ms=8000"]})
+                 f"outcome_log_dir={folder / 'outcomes'}", "deadline_ms=8000"]})
     stack.start()
     return stack
 

@@ -4,25 +4,32 @@ whose model server keeps the three newest versions of each model loaded (as a ro
 needs), over the suite's trained models."""
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import grpc
 import pytest
 import yaml
 
 from pipelines.experiments import canary
-from recsys.v1 import experiments_pb2_grpc, recommend_pb2, recommend_pb2_grpc
+from recsys.v1 import (experiments_pb2_grpc, outcomes_pb2, outcomes_pb2_grpc, recommend_pb2,
+                       recommend_pb2_grpc)
 from tests.conftest import ROOT
 from tests.integration.helpers import (ROUTER, loaded_versions, models_config,
                                        newest_version, rollout_stack, user_in_arm, wait_for)
 from tools.stack import service_env
 
 TOKEN = "rollout-editor-token"
+# a few hundred users in seconds cannot show "no worse than 10 %" (that takes about
+# 10,000: README, Experiments); this bound only keeps a copy of stable from losing
+MARGIN = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -130,29 +137,45 @@ def push(stack, source: int, version: int, model_dir=None) -> None:
     wait_for(lambda: version in loaded_versions(stack, "ranking"), 60)
 
 
-def run_canary_under_load(stack, folder, plan):
+@contextlib.contextmanager
+def traffic(stack):
+    """Three clients cycle through 300 users; each answer's first item is clicked half
+    the time, reported through RecordOutcomes as a product service would."""
     stop = threading.Event()
 
-    def client():
+    def client(seed):
+        rng = random.Random(seed)
         with grpc.insecure_channel(stack.address(ROUTER)) as channel:
             stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+            outcomes = outcomes_pb2_grpc.OutcomeServiceStub(channel)
             user = 0
             while not stop.is_set():
                 user = user % 300 + 1
-                stub.Recommend(recommend_pb2.RecommendRequest(user_id=str(user),
-                                                              num_results=10), timeout=10)
+                answer = stub.Recommend(recommend_pb2.RecommendRequest(
+                    user_id=str(user), num_results=10), timeout=10)
+                if answer.items and rng.random() < 0.5:
+                    outcomes.RecordOutcomes(outcomes_pb2.RecordOutcomesRequest(events=[
+                        outcomes_pb2.OutcomeEvent(
+                            event_id=uuid.uuid4().hex, request_id=answer.request_id,
+                            user_id=str(user), item_id=answer.items[0].item_id,
+                            type=outcomes_pb2.CLICK)]), timeout=10)
 
-    threads = [threading.Thread(target=client) for _ in range(3)]
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(3)]
     for thread in threads:
         thread.start()
     try:
-        with grpc.insecure_channel(stack.address(ROUTER)) as channel:
-            return canary.run(plan, experiments_pb2_grpc.ExperimentServiceStub(channel),
-                              TOKEN, folder / "exposures", progress=lambda _: None)
+        yield
     finally:
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def run_canary_under_load(stack, folder, plan):
+    with traffic(stack), grpc.insecure_channel(stack.address(ROUTER)) as channel:
+        return canary.run(plan, experiments_pb2_grpc.ExperimentServiceStub(channel),
+                          TOKEN, canary.Logs(folder / "exposures", folder / "outcomes"),
+                          progress_line=lambda _: None)
 
 
 def ranking_versions(stack, users=range(1, 41)) -> set[int]:
@@ -173,25 +196,24 @@ def test_a_failing_canary_is_rolled_back_and_a_good_one_promoted(rollout):
     bad, good = green + 1, green + 2
     push(stack, None, bad, model_dir=stack.workdir / "model_repo" / "retrieval" /
          str(newest_version(stack.workdir, "retrieval")))
-    plan = canary.Plan("ranking", bad, green, steps=[20, 50], step_seconds=2,
-                       min_requests=20)
+    plan = canary.Plan({"ranking": bad}, {"ranking": green}, steps=[20, 50],
+                       step_seconds=2, min_requests=20, margin=MARGIN)
     result = run_canary_under_load(stack, folder, plan)
     print(f"canary of a broken version: {result['outcome']} after "
-          f"{result.get('seconds_to_rollback')} s: {result['reasons']}")
+          f"{result['seconds']} s: {result['reasons']}")
     assert result["outcome"] == "rolled back", result
-    assert any("error rate" in reason for reason in result["reasons"])
+    assert result["reasons"][0].startswith("guardrail: fallback rate"), result
     assert ranking_versions(stack) == {green}  # everyone back on stable
 
     push(stack, green, good)
     # no latency bound here: p99 over a few dozen calls on a shared two-core machine is
     # noise (the latency guard's arithmetic is unit-tested)
-    plan = canary.Plan("ranking", good, green, steps=[20, 50], step_seconds=2,
-                       min_requests=20, max_p99_ratio=float("inf"))
+    plan = canary.Plan({"ranking": good}, {"ranking": green}, steps=[20, 50],
+                       step_seconds=2, min_requests=20, max_p99_ratio=float("inf"),
+                       margin=MARGIN)
     result = run_canary_under_load(stack, folder, plan)
-    first = result["steps"][0]
-    print(f"canary of a good version: {result['outcome']} after "
-          f"{result.get('seconds_to_promote')} s {result['reasons']}; first step p99 "
-          f"{first['canary']['p99_ms']:.1f} ms vs stable {first['stable']['p99_ms']:.1f} ms")
+    print(f"canary of a good version: {result['outcome']} after {result['seconds']} s: "
+          f"{result['reasons']}")
     assert result["outcome"] == "promoted", result
     assert [step["share"] for step in result["steps"]] == [20, 50]
     wait_for(lambda: ranking_versions(stack) == {good}, 30)
@@ -208,8 +230,9 @@ def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
     cli(stack, "switch", "--ranking-version", str(stable))
     candidate = stable + 1
     push(stack, stable, candidate)
-    plan = canary.Plan("ranking", candidate, stable, steps=[50], step_seconds=2,
-                       min_requests=20, max_p99_ratio=float("inf"), promotion="labels")
+    plan = canary.Plan({"ranking": candidate}, {"ranking": stable}, steps=[50],
+                       step_seconds=2, min_requests=20, max_p99_ratio=float("inf"),
+                       margin=MARGIN, promotion="labels")
     result = run_canary_under_load(stack, folder, plan)
     assert result["outcome"] == "passed", result
     assert int(cli(stack, "list")["defaults"]["ranking_version"]) == stable
@@ -217,3 +240,4 @@ def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
     audit = [json.loads(line)["action"] for line in (folder / "audit.jsonl").read_text()
              .splitlines()]
     assert audit[-2:] == ["create", "stop"]
+
