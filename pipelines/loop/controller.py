@@ -5,8 +5,12 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
     status                       phase, pause, lease holder, the last steps
     tick [--workdir var] [--drift-report F] [--quality-report F] [--retrain-days 7]
          [--retrain-command CMD] [--lease-seconds 3600] [--holder ID]
+         [--router HOST:PORT --model-server HOST:PORT [--exposures DIR] [--outcomes DIR]
+          [--canary-steps 5,25,50] [--canary-step-seconds 900] [--canary-margin 0.1]
+          [--canary-min-requests 50]]
                                  one step: take (or renew) the lease, then, unless
-                                 paused, retrain if a trigger holds
+                                 paused, look at the running canary, or retrain if a
+                                 trigger holds
     pause --by NAME [--reason TEXT]    the controller only watches until resumed
     resume --by NAME
     take-over --by NAME [--reason TEXT]  the lease passes to NAME whoever holds it, and
@@ -15,10 +19,13 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
 Retraining runs the pipeline (`--retrain-command`, default the training environment's
 `python -m pipelines.training.run --workdir WORKDIR`) and records which versions it
 pushed (the newest in the model repository, before and after) or why the gates refused.
-What a new version then goes through (the canary judged on outcomes, promotion by the
-`stable` label) is still the rollout's (docs/deployment.md). Exit codes: 0 done, 1 the
-retraining failed, 2 bad input (a malformed report or state, named in one line), 3 another
-controller holds the lease, or a person took it over mid-retraining.
+With `--router` (the admin token in $RECSYS_ADMIN_TOKEN) the loop also rolls them out
+(rollout.py): it pins what users get before retraining, canaries the pushed versions on
+outcomes, one look per tick, and promotes them (the router's defaults) or rolls them back.
+Without it the rollout is the deployment's (docs/deployment.md). Exit codes: 0 done, 1 the
+retraining failed or the stack did not answer, 2 bad input (a malformed report or state,
+named in one line), 3 another controller holds the lease, or a person took it over
+mid-retraining.
 """
 from __future__ import annotations
 
@@ -33,8 +40,11 @@ import time
 import uuid
 from pathlib import Path
 
+import grpc
+
 from libs import feature_spec
-from pipelines.loop import state as state_lib, triggers
+from pipelines.experiments import canary
+from pipelines.loop import rollout, state as state_lib, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +93,10 @@ def retrain(args, loop: state_lib.LoopState, lease: LeaseFile, found: list) -> i
     actor = args.holder
     directory, workdir = Path(args.dir), Path(args.workdir)
     before = newest_versions(workdir)
+    if args.target:  # users stay on what they have until the canary says otherwise
+        pinned = rollout.pin(args.target, before)["pinned"]
+        if pinned:
+            state_lib.audit(directory, actor, "pinned defaults", versions=pinned)
     loop.phase, loop.since, loop.trigger = "training", time.time(), [t.to_dict() for t in found]
     state_lib.save(directory, loop)
     state_lib.audit(directory, actor, "retrain", triggers=loop.trigger,
@@ -113,7 +127,52 @@ def retrain(args, loop: state_lib.LoopState, lease: LeaseFile, found: list) -> i
     print(f"retrained: pushed {pushed or 'nothing'}"
           + "".join(f"; {m} not pushed: {'; '.join(r) or 'no newer version'}"
                     for m, r in refused.items()))
+    if args.target and pushed:
+        plan_canary(args, loop, pushed)
     return 0
+
+
+def plan_canary(args, loop: state_lib.LoopState, pushed: dict[str, int]) -> None:
+    """The pushed versions users do not get yet go to a canary (a first model ever
+    pushed just serves: there is nothing to compare it with)."""
+    directory = Path(args.dir)
+    stable = rollout.pin(args.target, pushed)["stable"]
+    candidate = {m: v for m, v in pushed.items() if stable[m] != v}
+    if not candidate:
+        return
+    plan = rollout.plan(args.target, candidate, stable)
+    loop.phase, loop.since, loop.canary = "canary", time.time(), rollout.new_state(plan)
+    state_lib.save(directory, loop)
+    state_lib.audit(directory, args.holder, "canary planned", experiment=plan.key,
+                    candidate=candidate, stable=plan.stable, steps=plan.steps,
+                    step_seconds=plan.step_seconds, margin=plan.margin)
+    print(f"canary {plan.key}: {candidate} against {plan.stable}, once loaded")
+
+
+def look_at_canary(args, loop: state_lib.LoopState) -> int:
+    """One look; on a decision, the audit log gets it with the figures."""
+    directory = Path(args.dir)
+    result = rollout.look(args.target, loop.canary)
+    loop = _reload_keeping(directory, loop)
+    if result is None:
+        state_lib.save(directory, loop)
+        return 0
+    plan = canary.Plan(**loop.canary["plan"])
+    state_lib.audit(directory, args.holder, "canary decided", experiment=plan.key,
+                    outcome=result["outcome"], reasons=result["reasons"],
+                    candidate=plan.candidate, stable=plan.stable,
+                    seconds=result["seconds"],
+                    figures=result["steps"][-1] if result["steps"] else {})
+    loop.phase, loop.since, loop.canary = "idle", time.time(), {}
+    state_lib.save(directory, loop)
+    return 0
+
+
+def _reload_keeping(directory: Path, loop: state_lib.LoopState) -> state_lib.LoopState:
+    """The state on disk (a pause may have come meanwhile) with this tick's canary."""
+    fresh = state_lib.load(directory)
+    fresh.canary = loop.canary
+    return fresh
 
 
 def _last_run(workdir: Path) -> dict:
@@ -144,6 +203,10 @@ def _step(args, lease: LeaseFile) -> int:
         print(f"paused by {loop.paused_by} ({loop.pause_reason or 'no reason given'}): "
               "watching only")
         return 0
+    if loop.phase == "canary":
+        if not args.target:
+            raise ValueError("a canary is running: tick needs --router and --model-server")
+        return look_at_canary(args, loop)
     if loop.phase == "training":  # this controller (or one before it) stopped mid-run
         state_lib.audit(directory, args.holder, "resumed after an interrupted retraining",
                         since=loop.since)
@@ -195,6 +258,7 @@ def status(args) -> int:
     held = LeaseFile(directory, args.lease_seconds).read()
     print(json.dumps({"phase": loop.phase, "paused": loop.paused, "paused_by": loop.paused_by,
                       "last_retrain": loop.last_retrain, "candidate": loop.candidate,
+                      "canary": loop.canary,
                       "lease": held.__dict__ if held else None,
                       "last_steps": state_lib.history(directory)[-5:]}, indent=2))
     return 0
@@ -218,6 +282,17 @@ def parser() -> argparse.ArgumentParser:
                       help="default: the training environment's pipeline on --workdir")
     step.add_argument("--holder", default=f"{socket.gethostname()}-{os.getpid()}-"
                       f"{uuid.uuid4().hex[:6]}", help="this controller's name in the lease")
+    step.add_argument("--router", default="",
+                      help="the router's address: roll pushed versions out through it "
+                           "(empty: the deployment rolls them out)")
+    step.add_argument("--model-server", default="127.0.0.1:8500",
+                      help="where the pushed versions load (checked before a canary)")
+    step.add_argument("--exposures", default="", help="default: WORKDIR/exposures")
+    step.add_argument("--outcomes", default="", help="default: WORKDIR/outcomes")
+    step.add_argument("--canary-steps", default="5,25,50", help="canary percents")
+    step.add_argument("--canary-step-seconds", type=float, default=900.0)
+    step.add_argument("--canary-min-requests", type=int, default=50)
+    step.add_argument("--canary-margin", type=float, default=0.1)
     for name in ("pause", "resume", "take-over"):
         command = commands.add_parser(name)
         command.add_argument("--by", required=True, help="who (goes to the audit log)")
@@ -228,12 +303,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "tick" and not args.retrain_command:
-        python = ROOT / ".venv" / "training" / "bin" / "python"
-        args.retrain_command = shlex.join([str(python), "-m", "pipelines.training.run",
-                                           "--workdir", args.workdir])
+    if args.command == "tick":
+        if not args.retrain_command:
+            python = ROOT / ".venv" / "training" / "bin" / "python"
+            args.retrain_command = shlex.join([str(python), "-m", "pipelines.training.run",
+                                               "--workdir", args.workdir])
     try:
         if args.command == "tick":
+            args.target = target(args)
             return tick(args)
         if args.command in ("pause", "resume"):
             return pause(args, args.command == "pause")
@@ -243,6 +320,30 @@ def main(argv=None) -> int:
     except (state_lib.StateError, triggers.ReportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except grpc.RpcError as err:
+        print(f"error: the stack answered {err.code().name}: {err.details()}",
+              file=sys.stderr)
+        return 1
+
+
+def target(args) -> rollout.Target | None:
+    if not args.router:
+        return None
+    try:
+        steps = tuple(float(s) for s in args.canary_steps.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or not all(0 < s < 100 for s in steps) or list(steps) != sorted(steps):
+        raise ValueError(f"--canary-steps must be growing percents between 0 and 100, "
+                         f"got {args.canary_steps!r}")
+    if not 0 < args.canary_margin < 1:
+        raise ValueError(f"--canary-margin must be between 0 and 1, got {args.canary_margin}")
+    workdir = Path(args.workdir)
+    return rollout.Target(
+        args.router, args.model_server, os.environ.get("RECSYS_ADMIN_TOKEN", ""),
+        canary.Logs(Path(args.exposures or workdir / "exposures"),
+                    Path(args.outcomes or workdir / "outcomes")),
+        steps, args.canary_step_seconds, args.canary_min_requests, args.canary_margin)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from libs import files
 
-PHASES = ("idle", "training")
+PHASES = ("idle", "training", "canary")
 
 
 class StateError(ValueError):
@@ -29,6 +29,7 @@ class LoopState:
     trigger: list[dict] = field(default_factory=list)  # what started the current loop
     last_retrain: float = 0.0  # when the last retraining finished
     candidate: dict = field(default_factory=dict)  # model -> version the last run pushed
+    canary: dict = field(default_factory=dict)  # the running canary: plan and progress
 
 
 def load(directory: Path) -> LoopState:
@@ -86,4 +87,14 @@ def retraining_of(directory: Path, model: str, version: int) -> dict | None:
             return {"finished": step["time"], "started": started.get("time"),
                     "controller": step["actor"], "triggers": started.get("triggers", []),
                     "training_set": step.get("training_set")}
+    return None
+
+
+def canary_of(directory: Path, model: str, version: int) -> dict | None:
+    """The loop's canary decision on `model` `version` (promoted or rolled back, why, with
+    the last step's figures); None when the loop did not canary it."""
+    for step in reversed(history(directory)):
+        if step["action"] == "canary decided" and step["candidate"].get(model) == version:
+            return {key: step.get(key) for key in
+                    ("time", "outcome", "reasons", "experiment", "stable", "figures")}
     return None

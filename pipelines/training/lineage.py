@@ -10,7 +10,8 @@ it, the trainer's parameters and hyperparameters (with the hyperparameter search
 came from), the Transform graph, the schema, the examples' span with the training set's
 content hash (from the span's snapshot.json), and, when the loop's controller retrained
 it, why (`retrained_by_loop`: the triggers and their reports, from `--loop-dir`'s audit
-log, default WORKDIR/loop). `tuning` lists the hyperparameter
+log, default WORKDIR/loop) and what its canary decided (`canary_by_loop`: promoted or
+rolled back, why, with the figures). `tuning` lists the hyperparameter
 searches: run, trials and their objective, the best values.
 """
 from __future__ import annotations
@@ -255,6 +256,8 @@ def main(argv=None) -> int:
             result = lineage.model(args.name, args.version)
             loop_dir = Path(args.loop_dir or os.path.join(args.workdir, "loop"))
             result["retrained_by_loop"] = loop_state.retraining_of(
+                loop_dir, args.name, int(result["version"]))
+            result["canary_by_loop"] = loop_state.canary_of(
                 loop_dir, args.name, int(result["version"]))
     except (FileNotFoundError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)

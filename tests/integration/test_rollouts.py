@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pipelines.experiments import canary
 from recsys.v1 import (experiments_pb2_grpc, outcomes_pb2, outcomes_pb2_grpc, recommend_pb2,
                        recommend_pb2_grpc)
 from tests.conftest import ROOT
-from tests.integration.helpers import (ROUTER, loaded_versions, models_config,
+from tests.integration.helpers import (MODEL_SERVER, ROUTER, loaded_versions, models_config,
                                        newest_version, rollout_stack, user_in_arm, wait_for)
 from tools.stack import service_env
 
@@ -241,3 +242,76 @@ def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
              .splitlines()]
     assert audit[-2:] == ["create", "stop"]
 
+
+def loop_tick(stack, folder, retrain_from: str):
+    """One tick of the loop's controller (a process of its own, as a CronJob runs it):
+    its "retraining" pushes a copy of the model directory `retrain_from` as the newest
+    ranking version, so the canary judges a model whose quality the test knows."""
+    repo = stack.workdir / "model_repo"
+    copy = ("import pathlib, shutil, sys; repo = pathlib.Path(sys.argv[1]); "
+            "new = max(int(p.name) for p in (repo / 'ranking').iterdir()) + 1; "
+            "shutil.copytree(repo / sys.argv[2], repo / 'ranking' / str(new))")
+    drift = folder / "drift.json"
+    drift.write_text(json.dumps({
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "drift": True,
+        "results": [{"feature": "age", "check": "features", "detected": True}]}))
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.loop.controller", "--dir", str(folder / "loop"),
+         "tick", "--workdir", str(stack.workdir), "--drift-report", str(drift),
+         "--retrain-days", "0", "--retrain-command",
+         shlex.join([sys.executable, "-c", copy, str(repo), retrain_from]),
+         "--router", stack.address(ROUTER), "--model-server", stack.address(MODEL_SERVER),
+         "--exposures", str(folder / "exposures"), "--outcomes", str(folder / "outcomes"),
+         "--canary-steps", "20,50", "--canary-step-seconds", "2",
+         "--canary-min-requests", "20", "--canary-margin", str(MARGIN)],
+        cwd=ROOT, env={**service_env(), "RECSYS_ADMIN_TOKEN": TOKEN}, capture_output=True,
+        text=True, timeout=120)
+
+
+def loop_until_decided(stack, folder, retrain_from: str) -> dict:
+    """Ticks (each a new controller process, resuming from the state on disk) until the
+    loop has retrained and its canary decided; the decision from the audit log."""
+    deadline = time.time() + 240
+    with traffic(stack):
+        while time.time() < deadline:
+            done = loop_tick(stack, folder, retrain_from)
+            assert done.returncode == 0, done.stdout + done.stderr
+            steps = [json.loads(line) for line in
+                     (folder / "loop" / "audit.jsonl").read_text().splitlines()]
+            decided = [s for s in steps if s["action"] == "canary decided"]
+            if decided and len(decided) == sum(s["action"] == "canary planned"
+                                               for s in steps):
+                return decided[-1]
+            time.sleep(0.5)
+    raise AssertionError(f"no canary decision in 240 s: {steps[-3:]}")
+
+
+def test_the_loop_canaries_what_it_pushed_and_promotes_or_rolls_back(rollout):
+    """Drift -> retrain -> canary on outcomes -> promote, with no person: the versions
+    pushed by the loop reach users only through its canary; a broken one never does."""
+    stack, folder, _, _ = rollout
+    folder = folder / "loop-run"
+    folder.mkdir()
+    for name in ("exposures", "outcomes"):  # the router writes to the rollout folder
+        (folder / name).symlink_to(folder.parent / name)
+    stable = int(cli(stack, "list")["defaults"]["ranking_version"] or 0) or \
+        max(loaded_versions(stack, "ranking"))
+    good = newest_version(stack.workdir, "ranking") + 1
+    decision = loop_until_decided(stack, folder, f"ranking/{stable}")
+    print(f"loop canary of a copy of stable: {decision['outcome']} after "
+          f"{decision['seconds']} s: {decision['reasons']}")
+    assert decision["outcome"] == "promoted", decision
+    assert decision["candidate"] == {"ranking": good}
+    assert int(cli(stack, "list")["defaults"]["ranking_version"]) == good
+    wait_for(lambda: ranking_versions(stack) == {good}, 30)
+
+    broken_from = f"retrieval/{newest_version(stack.workdir, 'retrieval')}"
+    decision = loop_until_decided(stack, folder, broken_from)
+    print(f"loop canary of a broken version: {decision['outcome']}: {decision['reasons']}")
+    assert decision["outcome"] == "rolled back", decision
+    assert decision["reasons"][0].startswith("guardrail: fallback rate"), decision
+    assert int(cli(stack, "list")["defaults"]["ranking_version"]) == good
+    assert ranking_versions(stack) == {good}  # the canary's users are back on stable
+    actions = [json.loads(line)["action"] for line in
+               (folder / "loop" / "audit.jsonl").read_text().splitlines()]
+    assert actions.count("retrain") == 2 and actions.count("canary decided") == 2

@@ -108,6 +108,12 @@ def test_a_drift_report_retrains_and_the_audit_says_why_and_what_was_pushed(tmp_
     why = state_lib.retraining_of(tmp_path / "loop", "ranking", 5)
     assert why["triggers"][0]["kind"] == "drift" and why["started"] == steps[0]["time"]
     assert state_lib.retraining_of(tmp_path / "loop", "ranking", 4) is None  # not the loop's
+    assert state_lib.canary_of(tmp_path / "loop", "ranking", 5) is None  # no --router
+    state_lib.audit(tmp_path / "loop", "c1", "canary decided", outcome="rolled back",
+                    reasons=["worse"], candidate={"ranking": 5}, stable={"ranking": 4},
+                    figures={"share": 5})
+    decided = state_lib.canary_of(tmp_path / "loop", "ranking", 5)
+    assert decided["outcome"] == "rolled back" and decided["stable"] == {"ranking": 4}
     # the report was acted upon: the next tick has nothing to do
     assert tick(tmp_path, command, "--drift-report", str(drifted), "--retrain-days", "0") == 0
     assert "nothing due" in capsys.readouterr().out
@@ -182,6 +188,13 @@ def test_bad_reports_and_state_exit_2_naming_them(tmp_path, capsys):
     (tmp_path / "loop" / "state.json").write_text('{"phase": "dreaming"}')
     assert tick(tmp_path, "true") == 2
     assert "field 'phase' must be one of" in capsys.readouterr().err
+    (tmp_path / "loop" / "state.json").write_text('{"phase": "canary"}')
+    assert tick(tmp_path, "true") == 2
+    assert "a canary is running: tick needs --router" in capsys.readouterr().err
+    assert tick(tmp_path, "true", "--router", "127.0.0.1:1", "--canary-steps", "50,5") == 2
+    assert "--canary-steps must be growing percents" in capsys.readouterr().err
+    assert tick(tmp_path, "true", "--router", "127.0.0.1:1", "--canary-margin", "2") == 2
+    assert "--canary-margin must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_a_failed_retraining_is_exit_1_and_recorded(tmp_path, capsys):
