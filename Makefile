@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/protos
 export TF_CPP_MIN_LOG_LEVEL := 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-data bench-features bench-models bench-e2e analyze simulate-ab drift quality loop images k8s-check pipeline-spec clean
+.PHONY: help setup protos train train-plain tune features stream serve demo test lint test-unit test-training test-integration loadtest loadtest-shadow bench-scale bench-data bench-features bench-models bench-e2e analyze simulate-ab drift quality loop loop-demo images k8s-check pipeline-spec clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ drift:  ## drift check: recent features and served scores vs the served model's 
 
 quality:  ## online quality: exposures joined with outcomes by version, arm and source; delayed-label accuracy vs each version's promise [PUSHGATEWAY=host:port QUALITY_ARGS=...]
 	$(SERVING_PY) -m pipelines.monitoring.quality_check --workdir $(WORKDIR) $(if $(PUSHGATEWAY),--pushgateway $(PUSHGATEWAY)) --out reports/quality $(QUALITY_ARGS)
+
+loop-demo:  ## the loop's scenario, simulated on MovieLens users: taste shifts, the retrained model's canary is promoted, a worse one rolled back (10+10 seeded runs, timeline in reports/loop-demo)
+	$(SERVING_PY) -m pipelines.loop.scenario $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/loop-demo
 
 loop:  ## one step of the loop's controller: retrain when the drift or quality report or the schedule says so [LOOP_ARGS=...; pause/resume/take-over/status: README]
 	$(SERVING_PY) -m pipelines.loop.controller --dir $(WORKDIR)/loop tick --workdir $(WORKDIR) $(if $(wildcard reports/drift/drift.json),--drift-report reports/drift/drift.json) $(if $(wildcard reports/quality/quality.json),--quality-report reports/quality/quality.json) $(LOOP_ARGS)
