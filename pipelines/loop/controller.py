@@ -11,6 +11,8 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
                                  one step: take (or renew) the lease, then, unless
                                  paused, look at the running canary, or retrain if a
                                  trigger holds
+    timeline [--out reports/loop]      per retraining: detection, reaction, retraining,
+                                 loading, canary, decision (JSON and HTML; timeline.py)
     pause --by NAME [--reason TEXT]    the controller only watches until resumed
     resume --by NAME
     take-over --by NAME [--reason TEXT]  the lease passes to NAME whoever holds it, and
@@ -44,7 +46,7 @@ import grpc
 
 from libs import feature_spec
 from pipelines.experiments import canary
-from pipelines.loop import rollout, state as state_lib, triggers
+from pipelines.loop import rollout, state as state_lib, timeline, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,12 +154,15 @@ def plan_canary(args, loop: state_lib.LoopState, pushed: dict[str, int]) -> None
 def look_at_canary(args, loop: state_lib.LoopState) -> int:
     """One look; on a decision, the audit log gets it with the figures."""
     directory = Path(args.dir)
+    waiting = loop.canary["progress"]["step"] < 0
     result = rollout.look(args.target, loop.canary)
     loop = _reload_keeping(directory, loop)
+    plan = canary.Plan(**loop.canary["plan"])
+    if waiting and loop.canary["progress"]["step"] >= 0:
+        state_lib.audit(directory, args.holder, "canary started", experiment=plan.key)
     if result is None:
         state_lib.save(directory, loop)
         return 0
-    plan = canary.Plan(**loop.canary["plan"])
     state_lib.audit(directory, args.holder, "canary decided", experiment=plan.key,
                     outcome=result["outcome"], reasons=result["reasons"],
                     candidate=plan.candidate, stable=plan.stable,
@@ -264,6 +269,13 @@ def status(args) -> int:
     return 0
 
 
+def show_timeline(args) -> int:
+    entries = timeline.write(state_lib.history(Path(args.dir)), Path(args.out))
+    print("\n".join(timeline.summary(entries)) or "the loop has not retrained yet")
+    print(f"report: {Path(args.out) / 'timeline.html'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", default="var/loop", help="state, lease and audit log")
@@ -271,6 +283,7 @@ def parser() -> argparse.ArgumentParser:
                    help="how long a lease lasts without renewal (longer than a retraining)")
     commands = p.add_subparsers(dest="command", required=True)
     commands.add_parser("status")
+    commands.add_parser("timeline").add_argument("--out", default="reports/loop")
     step = commands.add_parser("tick")
     step.add_argument("--workdir", default="var")
     step.add_argument("--drift-report", default="", help="drift.json of the drift check")
@@ -316,6 +329,8 @@ def main(argv=None) -> int:
             return pause(args, args.command == "pause")
         if args.command == "take-over":
             return take_over(args)
+        if args.command == "timeline":
+            return show_timeline(args)
         return status(args)
     except (state_lib.StateError, triggers.ReportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

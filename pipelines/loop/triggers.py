@@ -23,6 +23,7 @@ class Trigger:
     kind: str  # drift | quality | schedule
     reason: str
     report: str = ""  # the report it came from, for the lineage
+    detected_at: float = 0.0  # when that report was written (the schedule: when due)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +50,8 @@ def drift(path: Path, last_retrain: float) -> Trigger | None:
         return None
     found = [f"{r['feature']} ({r['check']})" for r in document.get("results", [])
              if r.get("detected")]
-    return Trigger("drift", f"drift in {', '.join(found) or 'the report'}", str(path))
+    return Trigger("drift", f"drift in {', '.join(found) or 'the report'}", str(path),
+                   generated)
 
 
 def quality(path: Path, last_retrain: float) -> Trigger | None:
@@ -59,7 +61,7 @@ def quality(path: Path, last_retrain: float) -> Trigger | None:
     below = [f"{v['model']} {v['version']} {v['metric']} {v['online']:.4g} < promise "
              f"{v['promise']:.4g}" for v in document.get("verdicts", [])
              if v.get("status") == "below"]
-    return Trigger("quality", f"below its promise: {'; '.join(below)}", str(path))
+    return Trigger("quality", f"below its promise: {'; '.join(below)}", str(path), generated)
 
 
 def schedule(last_retrain: float, every_days: float, now: float) -> Trigger | None:
@@ -67,7 +69,8 @@ def schedule(last_retrain: float, every_days: float, now: float) -> Trigger | No
         return None
     since = "never retrained" if not last_retrain else \
         f"last retrained {(now - last_retrain) / DAY:.1f} days ago"
-    return Trigger("schedule", f"{since}; the schedule is every {every_days:g} days")
+    return Trigger("schedule", f"{since}; the schedule is every {every_days:g} days",
+                   detected_at=last_retrain + every_days * DAY if last_retrain else now)
 
 
 def due(drift_report: Path | None, quality_report: Path | None, last_retrain: float,

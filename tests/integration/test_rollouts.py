@@ -294,7 +294,7 @@ def test_the_loop_canaries_what_it_pushed_and_promotes_or_rolls_back(rollout):
     folder.mkdir()
     for name in ("exposures", "outcomes"):  # the router writes to the rollout folder
         (folder / name).symlink_to(folder.parent / name)
-    stable = int(cli(stack, "list")["defaults"]["ranking_version"] or 0) or \
+    stable = int(cli(stack, "list")["defaults"].get("ranking_version") or 0) or \
         max(loaded_versions(stack, "ranking"))
     good = newest_version(stack.workdir, "ranking") + 1
     decision = loop_until_decided(stack, folder, f"ranking/{stable}")
@@ -315,3 +315,14 @@ def test_the_loop_canaries_what_it_pushed_and_promotes_or_rolls_back(rollout):
     actions = [json.loads(line)["action"] for line in
                (folder / "loop" / "audit.jsonl").read_text().splitlines()]
     assert actions.count("retrain") == 2 and actions.count("canary decided") == 2
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipelines.loop.controller", "--dir", str(folder / "loop"),
+         "timeline", "--out", str(folder / "timeline")], cwd=ROOT, env=service_env(),
+        capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    print(shown.stdout)
+    loops = json.loads((folder / "timeline" / "timeline.json").read_text())
+    assert [entry["outcome"] for entry in loops] == ["promoted", "rolled back"]
+    for entry in loops:  # every phase, from the drift report to the decision, is timed
+        assert set(entry["seconds"]) == {"reaction", "retraining", "loading", "canary",
+                                         "detection to decision"}, entry

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pipelines.loop import controller, state as state_lib, triggers
+from pipelines.loop import controller, state as state_lib, timeline, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
 from tests.conftest import ROOT
 
@@ -202,3 +202,31 @@ def test_a_failed_retraining_is_exit_1_and_recorded(tmp_path, capsys):
     assert "retraining failed (exit 4)" in capsys.readouterr().err
     assert state_lib.history(tmp_path / "loop")[-1]["exit_code"] == 4
     assert state_lib.load(tmp_path / "loop").phase == "idle"
+
+
+def test_the_timeline_gives_each_loop_its_phases_from_the_audit_log(tmp_path, capsys):
+    steps = [
+        {"time": NOW + 60, "action": "retrain", "triggers": [
+            {"kind": "drift", "reason": "drift in age", "report": "d.json", "detected_at": NOW}]},
+        {"time": NOW + 160, "action": "retrained", "pushed": {"ranking": 5}},
+        {"time": NOW + 161, "action": "canary planned", "experiment": "canary-ranking-5"},
+        {"time": NOW + 191, "action": "canary started"},
+        {"time": NOW + 991, "action": "canary decided", "outcome": "promoted",
+         "reasons": ["no worse"], "figures": {"share": 50}},
+        {"time": NOW + 2000, "action": "retrain", "triggers": [
+            {"kind": "schedule", "reason": "due", "report": "", "detected_at": NOW + 1990}]},
+        {"time": NOW + 2050, "action": "retrain failed", "exit_code": 1}]
+    first, second = timeline.loops(steps)
+    assert first["seconds"] == {"reaction": 60, "retraining": 100, "loading": 30,
+                                "canary": 800, "detection to decision": 991}
+    assert first["outcome"] == "promoted" and first["pushed"] == {"ranking": 5}
+    assert second["outcome"] == "retraining failed" and "canary" not in second["seconds"]
+    for step in steps:
+        state_lib.audit(tmp_path / "loop", "c1", **{k: v for k, v in step.items()
+                                                     if k != "time"})
+    assert controller.main(["--dir", str(tmp_path / "loop"), "timeline", "--out",
+                            str(tmp_path / "out")]) == 0
+    assert "loop 1 (drift, retrain started" in capsys.readouterr().out
+    written = json.loads((tmp_path / "out" / "timeline.json").read_text())
+    assert [e["outcome"] for e in written] == ["promoted", "retraining failed"]
+    assert "<svg" in (tmp_path / "out" / "timeline.html").read_text()
