@@ -7,7 +7,7 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
          [--retrain-command CMD] [--lease-seconds 3600] [--holder ID]
          [--router HOST:PORT --model-server HOST:PORT [--exposures DIR] [--outcomes DIR]
           [--canary-steps 5,25,50] [--canary-step-seconds 900] [--canary-margin 0.1]
-          [--canary-min-requests 50]]
+          [--canary-min-requests 50] [--models-config FILE]]
                                  one step: take (or renew) the lease, then, unless
                                  paused, look at the running canary, or retrain if a
                                  trigger holds
@@ -23,7 +23,8 @@ Retraining runs the pipeline (`--retrain-command`, default the training environm
 pushed (the newest in the model repository, before and after) or why the gates refused.
 With `--router` (the admin token in $RECSYS_ADMIN_TOKEN) the loop also rolls them out
 (rollout.py): it pins what users get before retraining, canaries the pushed versions on
-outcomes, one look per tick, and promotes them (the router's defaults) or rolls them back.
+outcomes, one look per tick, and promotes them (the router's defaults, or with
+`--models-config` the `stable` label) or rolls them back.
 Without it the rollout is the deployment's (docs/deployment.md). Exit codes: 0 done, 1 the
 retraining failed or the stack did not answer, 2 bad input (a malformed report or state,
 named in one line), 3 another controller holds the lease, or a person took it over
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import grpc
 
-from libs import feature_spec
+from libs import feature_spec, model_labels
 from pipelines.experiments import canary
 from pipelines.loop import rollout, state as state_lib, timeline, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
@@ -306,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     step.add_argument("--canary-step-seconds", type=float, default=900.0)
     step.add_argument("--canary-min-requests", type=int, default=50)
     step.add_argument("--canary-margin", type=float, default=0.1)
+    step.add_argument("--models-config", default="",
+                      help="the model server's models.config: roll out by version labels")
     for name in ("pause", "resume", "take-over"):
         command = commands.add_parser(name)
         command.add_argument("--by", required=True, help="who (goes to the audit log)")
@@ -332,7 +335,8 @@ def main(argv=None) -> int:
         if args.command == "timeline":
             return show_timeline(args)
         return status(args)
-    except (state_lib.StateError, triggers.ReportError, ValueError) as err:
+    except (state_lib.StateError, triggers.ReportError, ValueError,
+            model_labels.Refused) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except grpc.RpcError as err:
@@ -358,7 +362,8 @@ def target(args) -> rollout.Target | None:
         args.router, args.model_server, os.environ.get("RECSYS_ADMIN_TOKEN", ""),
         canary.Logs(Path(args.exposures or workdir / "exposures"),
                     Path(args.outcomes or workdir / "outcomes")),
-        steps, args.canary_step_seconds, args.canary_min_requests, args.canary_margin)
+        steps, args.canary_step_seconds, args.canary_min_requests, args.canary_margin,
+        Path(args.models_config) if args.models_config else None)
 
 
 if __name__ == "__main__":

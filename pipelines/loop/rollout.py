@@ -9,17 +9,23 @@ Through the router's admin API, so the same steps work wherever a router runs:
             still loading would only see fallbacks), the canary experiment starts
   look      one look of the canary per controller tick; its progress is in the loop's
             state, so a restarted controller goes on where the last one stopped
-The model server must keep the stable version loaded beside the new one (models.config
-`latest { num_versions: 2 }`, or labels: docs/deployment.md).
+The model server must keep the stable version loaded beside the new one: by versions
+(models.config `latest { num_versions: 2 }`; promotion moves the router's defaults), or
+by labels (`models_config`, the router's defaults serving the label `stable`): the pushed
+versions join the file's policy, `canary` names them once loaded, and promotion moves
+`stable` to them (rollback removes `canary` and unloads them), as tools/model_labels.py
+does for a person (docs/deployment.md).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
+from libs import model_labels
 from pipelines.experiments import canary
 from recsys.v1 import experiments_pb2, experiments_pb2_grpc
 
@@ -37,6 +43,7 @@ class Target:
     step_seconds: float = 900.0
     min_requests: int = 50
     margin: float = 0.1
+    models_config: Path | None = None  # labels mode: the model server's models.config
 
     def auth(self) -> tuple:
         return (("authorization", f"Bearer {self.token}"),)
@@ -68,9 +75,34 @@ def pin(target: Target, newest: dict[str, int]) -> dict[str, int | str]:
 
 
 def plan(target: Target, candidate: dict[str, int], stable: dict) -> canary.Plan:
-    return canary.Plan(dict(candidate), {m: stable[m] for m in candidate},
-                       list(target.steps), target.step_seconds, target.min_requests,
-                       margin=target.margin)
+    """The canary of `candidate` against `stable`; by labels, the pushed versions join
+    the model server's policy first."""
+    stable = {m: stable[m] for m in candidate}
+    if target.models_config:
+        wrong = {m: s for m, s in stable.items() if s != model_labels.STABLE}
+        if wrong:
+            raise ValueError(f"--models-config: the router's defaults must serve the label "
+                             f"{model_labels.STABLE!r} to roll out by labels; they serve "
+                             f"{wrong}")
+        for model, version in candidate.items():
+            model_labels.edit(target.models_config, "load", model, version=str(version))
+    return canary.Plan(dict(candidate), stable, list(target.steps), target.step_seconds,
+                       target.min_requests, margin=target.margin,
+                       promotion="labels" if target.models_config else "defaults")
+
+
+def _move_labels(target: Target, the_plan: canary.Plan, result: dict) -> dict:
+    """By labels, a passed canary's versions become `stable`; any other ends with
+    `canary` removed and only stable's version loaded."""
+    if not target.models_config:
+        return result
+    passed = result["outcome"] == "passed"
+    for model, version in the_plan.candidate.items():
+        model_labels.edit(target.models_config, "promote" if passed else "rollback", model)
+    if passed:
+        return {**result, "outcome": "promoted", "reasons": [
+            *result["reasons"], f"label stable moved to {the_plan.candidate}"]}
+    return result
 
 
 def loaded(target: Target, candidate: dict[str, int]) -> list[str]:
@@ -105,16 +137,21 @@ def look(target: Target, state: dict, progress_line=print, now: float | None = N
         missing = loaded(target, the_plan.candidate)
         if missing:
             if now - state["planned"] > LOAD_SECONDS:
-                return {"outcome": "rolled back", "steps": [], "seconds": 0.0,
-                        "reasons": [f"not loaded by the model server after "
-                                    f"{LOAD_SECONDS:.0f} s: {', '.join(missing)}"]}
+                return _move_labels(target, the_plan, {
+                    "outcome": "rolled back", "steps": [], "seconds": 0.0,
+                    "reasons": [f"not loaded by the model server after {LOAD_SECONDS:.0f} "
+                                f"s: {', '.join(missing)}"]})
             progress_line(f"waiting for the model server to load {', '.join(missing)}")
             return None
+        if target.models_config:  # loaded: the label can name it
+            for model, version in the_plan.candidate.items():
+                model_labels.edit(target.models_config, "set", model, model_labels.CANARY,
+                                  str(version))
     with grpc.insecure_channel(target.router) as channel:
         result = canary.advance(the_plan, progress, _admin(channel), target.token,
                                 target.logs, progress_line, now)
     state["progress"] = asdict(progress)
-    return result
+    return None if result is None else _move_labels(target, the_plan, result)
 
 
 def new_state(the_plan: canary.Plan, now: float | None = None) -> dict:

@@ -19,6 +19,7 @@ import grpc
 import pytest
 import yaml
 
+from libs import model_config, model_labels
 from pipelines.experiments import canary
 from recsys.v1 import (experiments_pb2_grpc, outcomes_pb2, outcomes_pb2_grpc, recommend_pb2,
                        recommend_pb2_grpc)
@@ -243,7 +244,7 @@ def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
     assert audit[-2:] == ["create", "stop"]
 
 
-def loop_tick(stack, folder, retrain_from: str):
+def loop_tick(stack, folder, retrain_from: str, *extra: str):
     """One tick of the loop's controller (a process of its own, as a CronJob runs it):
     its "retraining" pushes a copy of the model directory `retrain_from` as the newest
     ranking version, so the canary judges a model whose quality the test knows."""
@@ -263,18 +264,18 @@ def loop_tick(stack, folder, retrain_from: str):
          "--router", stack.address(ROUTER), "--model-server", stack.address(MODEL_SERVER),
          "--exposures", str(folder / "exposures"), "--outcomes", str(folder / "outcomes"),
          "--canary-steps", "20,50", "--canary-step-seconds", "2",
-         "--canary-min-requests", "20", "--canary-margin", str(MARGIN)],
+         "--canary-min-requests", "20", "--canary-margin", str(MARGIN), *extra],
         cwd=ROOT, env={**service_env(), "RECSYS_ADMIN_TOKEN": TOKEN}, capture_output=True,
         text=True, timeout=120)
 
 
-def loop_until_decided(stack, folder, retrain_from: str) -> dict:
+def loop_until_decided(stack, folder, retrain_from: str, *extra: str) -> dict:
     """Ticks (each a new controller process, resuming from the state on disk) until the
     loop has retrained and its canary decided; the decision from the audit log."""
     deadline = time.time() + 240
     with traffic(stack):
         while time.time() < deadline:
-            done = loop_tick(stack, folder, retrain_from)
+            done = loop_tick(stack, folder, retrain_from, *extra)
             assert done.returncode == 0, done.stdout + done.stderr
             steps = [json.loads(line) for line in
                      (folder / "loop" / "audit.jsonl").read_text().splitlines()]
@@ -326,3 +327,31 @@ def test_the_loop_canaries_what_it_pushed_and_promotes_or_rolls_back(rollout):
     for entry in loops:  # every phase, from the drift report to the decision, is timed
         assert set(entry["seconds"]) == {"reaction", "retraining", "loading", "canary",
                                          "detection to decision"}, entry
+
+
+def test_the_loop_rolls_out_by_labels_as_on_kubernetes(rollout):
+    """With --models-config the loop moves version labels, as a person would with
+    tools.model_labels: the pushed version loads beside stable's, `canary` names it, and
+    the promotion moves `stable` to it; the router's defaults keep serving the label."""
+    stack, folder, _, _ = rollout
+    config = folder / "models.config"
+    folder = folder / "labels-run"
+    folder.mkdir()
+    for name in ("exposures", "outcomes"):
+        (folder / name).symlink_to(folder.parent / name)
+    stable = int(cli(stack, "list")["defaults"].get("ranking_version") or 0) or \
+        max(loaded_versions(stack, "ranking"))
+    model_labels.edit(config, "set", "ranking", "stable", str(stable))
+    cli(stack, "switch", "--ranking-version-label", "stable")
+    good = newest_version(stack.workdir, "ranking") + 1
+    decision = loop_until_decided(stack, folder, f"ranking/{stable}",
+                                  "--models-config", str(config))
+    print(f"loop canary by labels: {decision['outcome']}: {decision['reasons']}")
+    assert decision["outcome"] == "promoted", decision
+    [ranking] = [m for m in model_config.read(config).model_config_list.config
+                 if m.name == "ranking"]
+    assert dict(ranking.version_labels) == {"stable": good, "canary": good}
+    assert list(ranking.model_version_policy.specific.versions) == [good]
+    assert cli(stack, "list")["defaults"]["ranking_version_label"] == "stable"
+    wait_for(lambda: loaded_versions(stack, "ranking") == {good}, 90)
+    wait_for(lambda: ranking_versions(stack) == {good}, 30)
