@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from pipelines.loop import controller, state as state_lib, timeline, triggers
+from libs import model_config
+from pipelines.loop import controller, rollout, state as state_lib, timeline, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
 from tests.conftest import ROOT
 
@@ -230,3 +231,16 @@ def test_the_timeline_gives_each_loop_its_phases_from_the_audit_log(tmp_path, ca
     written = json.loads((tmp_path / "out" / "timeline.json").read_text())
     assert [e["outcome"] for e in written] == ["promoted", "retraining failed"]
     assert "<svg" in (tmp_path / "out" / "timeline.html").read_text()
+
+
+def test_rolling_out_by_labels_needs_defaults_serving_the_stable_label(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "ranking" base_path: "/m/ranking" '
+                      'model_platform: "tensorflow" } }\n')
+    target = rollout.Target("127.0.0.1:1", "127.0.0.1:2", "", None, models_config=config)
+    with pytest.raises(ValueError, match="must serve the label 'stable'.*'ranking': 4"):
+        rollout.plan(target, {"ranking": 5}, {"ranking": 4})
+    plan = rollout.plan(target, {"ranking": 5}, {"ranking": "stable"})
+    assert plan.promotion == "labels" and plan.stable == {"ranking": "stable"}
+    [model] = model_config.read(config).model_config_list.config
+    assert list(model.model_version_policy.specific.versions) == [5]  # joins the policy
