@@ -97,7 +97,7 @@ def _move_labels(target: Target, the_plan: canary.Plan, result: dict) -> dict:
     if not target.models_config:
         return result
     passed = result["outcome"] == "passed"
-    for model, version in the_plan.candidate.items():
+    for model in the_plan.candidate:
         model_labels.edit(target.models_config, "promote" if passed else "rollback", model)
     if passed:
         return {**result, "outcome": "promoted", "reasons": [
