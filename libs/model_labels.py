@@ -18,8 +18,8 @@ from libs.experiments import LABEL
 STABLE, CANARY = "stable", "canary"
 
 
-class Refused(Exception):
-    pass
+class Refused(ValueError):
+    """A change the file cannot take; the message names the field."""
 
 
 def find(parsed, name: str, path: Path):

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import grpc
 
-from libs import feature_spec, model_labels
+from libs import feature_spec
 from pipelines.experiments import canary
 from pipelines.loop import rollout, state as state_lib, timeline, triggers
 from pipelines.loop.lease import LeaseFile, LeaseHeld
@@ -335,8 +335,7 @@ def main(argv=None) -> int:
         if args.command == "timeline":
             return show_timeline(args)
         return status(args)
-    except (state_lib.StateError, triggers.ReportError, ValueError,
-            model_labels.Refused) as err:
+    except (state_lib.StateError, triggers.ReportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except grpc.RpcError as err:

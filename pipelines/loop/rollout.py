@@ -23,13 +23,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from libs import model_labels
 from pipelines.experiments import canary
 from recsys.v1 import experiments_pb2, experiments_pb2_grpc
 
 LOAD_SECONDS = 1800.0  # a pushed version not loaded by then ends its canary
+STABLE, CANARY = "stable", "canary"  # the labels (libs/model_labels.py)
+
+
+def _labels():
+    """libs.model_labels, imported when a look needs it: TF Serving's protos import all
+    of TensorFlow (seconds), which most ticks of a canary never use."""
+    from libs import model_labels
+    return model_labels
 
 
 @dataclass
@@ -79,13 +85,12 @@ def plan(target: Target, candidate: dict[str, int], stable: dict) -> canary.Plan
     the model server's policy first."""
     stable = {m: stable[m] for m in candidate}
     if target.models_config:
-        wrong = {m: s for m, s in stable.items() if s != model_labels.STABLE}
+        wrong = {m: s for m, s in stable.items() if s != STABLE}
         if wrong:
             raise ValueError(f"--models-config: the router's defaults must serve the label "
-                             f"{model_labels.STABLE!r} to roll out by labels; they serve "
-                             f"{wrong}")
+                             f"{STABLE!r} to roll out by labels; they serve {wrong}")
         for model, version in candidate.items():
-            model_labels.edit(target.models_config, "load", model, version=str(version))
+            _labels().edit(target.models_config, "load", model, version=str(version))
     return canary.Plan(dict(candidate), stable, list(target.steps), target.step_seconds,
                        target.min_requests, margin=target.margin,
                        promotion="labels" if target.models_config else "defaults")
@@ -98,7 +103,7 @@ def _move_labels(target: Target, the_plan: canary.Plan, result: dict) -> dict:
         return result
     passed = result["outcome"] == "passed"
     for model in the_plan.candidate:
-        model_labels.edit(target.models_config, "promote" if passed else "rollback", model)
+        _labels().edit(target.models_config, "promote" if passed else "rollback", model)
     if passed:
         return {**result, "outcome": "promoted", "reasons": [
             *result["reasons"], f"label stable moved to {the_plan.candidate}"]}
@@ -107,6 +112,7 @@ def _move_labels(target: Target, the_plan: canary.Plan, result: dict) -> dict:
 
 def loaded(target: Target, candidate: dict[str, int]) -> list[str]:
     """The pushed versions the model server does not serve yet."""
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
     missing = []
     with grpc.insecure_channel(target.model_server) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
@@ -145,8 +151,7 @@ def look(target: Target, state: dict, progress_line=print, now: float | None = N
             return None
         if target.models_config:  # loaded: the label can name it
             for model, version in the_plan.candidate.items():
-                model_labels.edit(target.models_config, "set", model, model_labels.CANARY,
-                                  str(version))
+                _labels().edit(target.models_config, "set", model, CANARY, str(version))
     with grpc.insecure_channel(target.router) as channel:
         result = canary.advance(the_plan, progress, _admin(channel), target.token,
                                 target.logs, progress_line, now)
