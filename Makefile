@@ -100,7 +100,7 @@ quality:  ## online quality: exposures joined with outcomes by version, arm and 
 loop-demo:  ## the loop's scenario, simulated on MovieLens users: taste shifts, the retrained model's canary is promoted, a worse one rolled back (10+10 seeded runs, timeline in reports/loop-demo)
 	$(SERVING_PY) -m pipelines.loop.scenario $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out reports/loop-demo
 
-loop:  ## one step of the loop's controller: retrain when the drift or quality report or the schedule says so [LOOP_ARGS=...; pause/resume/take-over/status: README]
+loop:  ## one step of the loop's controller: retrain when the drift or quality report or the schedule says so, then canary and promote what it pushed [LOOP_ARGS='--router 127.0.0.1:50051 ...'; pause/resume/take-over/status/timeline: README]
 	$(SERVING_PY) -m pipelines.loop.controller --dir $(WORKDIR)/loop tick --workdir $(WORKDIR) $(if $(wildcard reports/drift/drift.json),--drift-report reports/drift/drift.json) $(if $(wildcard reports/quality/quality.json),--quality-report reports/quality/quality.json) $(LOOP_ARGS)
 
 images:  ## docker build every image in BUILD (tools/images.py; without docker it lists the commands)
