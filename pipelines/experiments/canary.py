@@ -133,12 +133,17 @@ def judge(plan: Plan, share: float, data, final: bool) -> canary_decision.Decisi
     return canary_decision.decide(result, canary_decision.Rules(margin=plan.margin), final)
 
 
+def admin_auth(token: str) -> tuple:
+    """The metadata the router's admin API checks an editor's token in."""
+    return (("authorization", f"Bearer {token}"),)
+
+
 def advance(plan: Plan, progress: Progress, admin, token: str, log: Logs,
             progress_line=print, now: float | None = None) -> dict | None:
     """One look: starts the canary, or judges its step and then ramps, rolls back or
     promotes. Returns what happened once the canary has ended, else None."""
     now = time.time() if now is None else now
-    auth = (("authorization", f"Bearer {token}"),)
+    auth = admin_auth(token)
     if progress.step < 0:
         admin.CreateExperiment(experiments_pb2.CreateExperimentRequest(
             experiment=experiment(plan, plan.steps[0])), metadata=auth)

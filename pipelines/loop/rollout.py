@@ -51,9 +51,6 @@ class Target:
     margin: float = 0.1
     models_config: Path | None = None  # labels mode: the model server's models.config
 
-    def auth(self) -> tuple:
-        return (("authorization", f"Bearer {self.token}"),)
-
 
 def _admin(channel) -> experiments_pb2_grpc.ExperimentServiceStub:
     return experiments_pb2_grpc.ExperimentServiceStub(channel)
@@ -76,7 +73,7 @@ def pin(target: Target, newest: dict[str, int]) -> dict[str, int | str]:
             admin.SwitchDefaults(experiments_pb2.SwitchDefaultsRequest(
                 defaults=experiments_pb2.Serving(**{f"{m}_version": v
                                                     for m, v in pins.items()})),
-                metadata=target.auth(), timeout=10)
+                metadata=canary.admin_auth(target.token), timeout=10)
     return {"stable": stable, "pinned": pins}
 
 
