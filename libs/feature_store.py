@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from libs import feature_spec, log, trends
 
@@ -33,6 +33,9 @@ READ_SECONDS = Histogram(
     "recsys_feature_read_seconds", "Time a service waited for one request's features",
     ["read"], buckets=(0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006,
                        0.008, 0.01, 0.015, 0.02, 0.05, 0.1, 0.5))
+
+TRENDS_AS_OF = Gauge("recsys_feature_trends_as_of_seconds", "Moment (newest rating) the "
+                     "trending and popular items are computed as of")
 
 # Feast feature services (pipelines/features/definitions.py) the services read.
 QUERY_SERVICE = "retrieval_query"
@@ -90,6 +93,19 @@ class PopularItems:
         self.ranked = ranked
         self.item_trends, self.trends_as_of = item_trends or {}, trends_as_of
 
+    def set_trends(self, table: dict[str, list], as_of: int) -> None:
+        """New trend rows (as of `as_of`) and the popularity order they give."""
+        window = trends.WINDOWS.index(trends.TRENDING_DAYS)
+        self.ranked = trends.trending({i: row[window] for i, row in table.items()},
+                                      {i: row[-2] for i, row in table.items()})
+        self.item_trends, self.trends_as_of = table, as_of
+        TRENDS_AS_OF.set(as_of)
+
+    async def read_trends(self, item_ids: list[str]) -> bool:
+        """Re-read the trend rows of `item_ids` where they change between batch runs;
+        a static source has nothing newer (False)."""
+        return False
+
     def popular_items(self, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
         out = []
         for item, score in self.ranked:
@@ -128,11 +144,9 @@ class CatalogFeatures(PopularItems):
                               [:feature_spec.RECENT_ITEMS]]
                        for user, events in latest.items()}
         as_of = max((t for *_, t in ratings), default=0) + 2  # as the ingestion's
-        table = trends.trend_table(((item, t) for _, item, t in ratings), as_of)
-        window = trends.WINDOWS.index(trends.TRENDING_DAYS)
-        super().__init__(trends.trending({i: row[window] for i, row in table.items()},
-                                         {i: row[-2] for i, row in table.items()}),
-                         table, as_of)
+        super().__init__([])
+        self.set_trends(trends.trend_table(((item, t) for _, item, t in ratings), as_of),
+                        as_of)
         self.num_items = len(self.items)
 
     async def query_features(self, user_id: str) -> QueryFeatures:
@@ -215,6 +229,31 @@ class FeastFeatures(PopularItems):
         return QueryFeatures(self._typed_user(row, user_id),
                              set(row.get("rated_items") or ()),
                              list(row.get("recent_items") or ()))
+
+    async def read_trends(self, item_ids: list[str], chunk: int = 2000) -> bool:
+        """The trend rows of `item_ids` from their item_popularity rows, which the stream
+        keeps current between batch runs, as of the newest rating among them (the
+        summary's moment at least): what users rate now, not what they rated at the last
+        batch run. In chunks, so requests are answered in between. False, and the rows
+        kept, when the store cannot answer."""
+        from libs.online_store import EntityRead
+        read = EntityRead("item_id", tuple(("item_popularity", f) for f in (
+            "item_daily_counts", "item_last_rated", "item_rating_count", "item_first_rated")))
+        rows = {}
+        for start in range(0, len(item_ids), chunk):
+            ids = item_ids[start:start + chunk]
+            found = await self._read([(read, ids)])
+            if found is None:
+                return False
+            rows.update((i, row) for i, row in zip(ids, found[0])
+                        if row and row["item_last_rated"] is not None)
+        newest = max((row["item_last_rated"] for row in rows.values()), default=0)
+        as_of = max(self.trends_as_of, newest + 2)  # as the ingestion's data_time
+        self.set_trends({item: trends.trend_row(
+            list(row["item_daily_counts"] or ()), row["item_last_rated"], as_of,
+            row["item_rating_count"] or 0, row["item_first_rated"] or row["item_last_rated"])
+            for item, row in rows.items()}, as_of)
+        return True
 
     async def ranking_features(self, user_id: str, item_ids: list[str]) -> RankingFeatures:
         """One round trip: the user and the items not in the cache."""

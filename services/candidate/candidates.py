@@ -10,6 +10,7 @@ user or when the retrieval model cannot answer.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -54,8 +55,29 @@ class CandidateGenerator:
         self.model_name, self.max_candidates = model_name, max_candidates
         self.sources, self.default_sources = sources, tuple(default_sources)
         self.indexes = indexes
+        # the items whose trends are followed: those the last batch run saw rated
+        self.trend_items = list(features.item_trends)
         self.trend_orders = candidate_sources.TrendOrders(
             features.item_trends, depth=TREND_DEPTH)
+
+    async def refresh_trends(self) -> bool:
+        """The trending and popular sources (and the popularity fallback) from the
+        feature store's current rows: between batch runs only the stream moves them."""
+        if not await self.features.read_trends(self.trend_items):
+            return False
+        self.trend_orders = candidate_sources.TrendOrders(
+            self.features.item_trends, depth=TREND_DEPTH)
+        return True
+
+    async def follow_trends(self, every_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(every_seconds)
+            started = time.perf_counter()
+            if await self.refresh_trends():
+                log.event(logger, "trends refreshed", logging.DEBUG,
+                          items=len(self.features.item_trends),
+                          as_of=self.features.trends_as_of,
+                          seconds=round(time.perf_counter() - started, 3))
 
     def _popular(self, n: int, exclude: set[str], reason: int, degraded: bool = False):
         metrics.FALLBACKS.labels("candidate", Reason.Name(reason)).inc()

@@ -28,6 +28,9 @@ class CandidateConfig(ModelStageConfig):
     # cells of the IVF index scanned per query: recall against latency (bench-scale)
     ann_probes: int = 96
     index_poll_seconds: float = 5.0  # how often new versions' indexes are looked for
+    # how often the trending and popular items are re-read from the feature store (the
+    # stream keeps its rows current); 0: only at start (a static catalog)
+    trends_refresh_seconds: float = 60.0
 
     def validate(self) -> None:
         super().validate()
@@ -36,6 +39,8 @@ class CandidateConfig(ModelStageConfig):
                 raise ValueError(f"field '{name}' must be at least 1")
         if self.index_poll_seconds <= 0:
             raise ValueError("field 'index_poll_seconds' must be positive")
+        if self.trends_refresh_seconds < 0:
+            raise ValueError("field 'trends_refresh_seconds' must be 0 (never) or positive")
         unknown = [s for s in self.sources if s not in SOURCES]
         if unknown or not self.sources:
             raise ValueError(f"field 'sources' must name some of {', '.join(SOURCES)}; "

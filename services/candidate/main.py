@@ -43,6 +43,9 @@ async def serve(config: CandidateConfig) -> None:
 
     await generator.warm_up()
     polls = [asyncio.create_task(indexes.poll(config.index_poll_seconds))] if indexes else []
+    if config.trends_refresh_seconds:
+        polls.append(asyncio.create_task(
+            generator.follow_trends(config.trends_refresh_seconds)))
 
     def register(server):
         candidate_pb2_grpc.add_CandidateServiceServicer_to_server(
