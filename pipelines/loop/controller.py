@@ -18,9 +18,10 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
     take-over --by NAME [--reason TEXT]  the lease passes to NAME whoever holds it, and
                                  the loop pauses: a person is in charge
 
-Retraining runs the pipeline (`--retrain-command`, default the training environment's
-`python -m pipelines.training.run --workdir WORKDIR`) and records which versions it
-pushed (the newest in the model repository, before and after) or why the gates refused.
+Retraining (`--retrain-command`, default `python -m pipelines.loop.retrain --workdir
+WORKDIR`: the feature job over everything landed, ingestion, a new training set, the
+pipeline) records which versions it pushed (the newest in the model repository, before
+and after) or why the gates refused.
 With `--router` (the admin token in $RECSYS_ADMIN_TOKEN) the loop also rolls them out
 (rollout.py): it pins what users get before retraining, canaries the pushed versions on
 outcomes, one look per tick, and promotes them (the router's defaults, or with
@@ -293,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     step.add_argument("--retrain-days", type=float, default=7.0,
                       help="retrain when the last retraining is older (0: never)")
     step.add_argument("--retrain-command", default="",
-                      help="default: the training environment's pipeline on --workdir")
+                      help="default: pipelines.loop.retrain on --workdir (features, "
+                           "training set, pipeline)")
     step.add_argument("--holder", default=f"{socket.gethostname()}-{os.getpid()}-"
                       f"{uuid.uuid4().hex[:6]}", help="this controller's name in the lease")
     step.add_argument("--router", default="",
@@ -321,8 +323,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "tick":
         if not args.retrain_command:
-            python = ROOT / ".venv" / "training" / "bin" / "python"
-            args.retrain_command = shlex.join([str(python), "-m", "pipelines.training.run",
+            args.retrain_command = shlex.join([sys.executable, "-m", "pipelines.loop.retrain",
                                                "--workdir", args.workdir])
     try:
         if args.command == "tick":
