@@ -1,19 +1,25 @@
 """Small readers the integration tests share."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
+import grpc
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from libs import config as config_lib
 from libs.experiments import ExperimentConfig
+from recsys.v1 import outcomes_pb2, outcomes_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 from tests.conftest import ROOT, TRAINING_PYTHON
 from tools import build_manifest
 from tools.stack import Stack, free_port, service_env
@@ -111,12 +117,14 @@ def models_config(repo: Path, policies: dict[str, str],
 
 
 def rollout_stack(workdir: Path, folder: Path, models: str, experiments: str, token: str,
-                  model_server: tuple[str, ...] = ()) -> Stack:
+                  model_server: tuple[str, ...] = (),
+                  extra: dict[str, list[str]] | None = None) -> Stack:
     """A stack of its own over the suite's trained models, set up as rollouts need it
     (started; stop it with .stop()): its model server reads `folder/models.config`
     (`models`, re-read when it changes), its router the experiment document
     `experiments` copied to `folder` (polled every 0.2 s; `token` is an editor's for the
-    admin API) and writes its audit, exposure, outcome and shadow logs there."""
+    admin API) and writes its audit, exposure, outcome and shadow logs there. `extra`:
+    more settings per service."""
     (folder / "models.config").write_text(models)
     (folder / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
         {"who": "release-bot", "sha256": hashlib.sha256(token.encode()).hexdigest()}]}))
@@ -131,8 +139,45 @@ def rollout_stack(workdir: Path, folder: Path, models: str, experiments: str, to
                  f"shadow_log_dir={folder / 'shadow'}", "experiments_poll_seconds=0.2",
                  f"exposure_log_dir={folder / 'exposures'}",
                  f"outcome_log_dir={folder / 'outcomes'}", "deadline_ms=8000"]})
+    for name, settings in (extra or {}).items():
+        stack.extra[name] = [*stack.extra.get(name, []), *settings]
     stack.start()
     return stack
+
+
+@contextlib.contextmanager
+def traffic(stack):
+    """Three clients cycle through 300 users; each answer's first item is clicked half
+    the time, reported through RecordOutcomes as a product service would."""
+    stop = threading.Event()
+
+    def client(seed):
+        rng = random.Random(seed)
+        with grpc.insecure_channel(stack.address(ROUTER)) as channel:
+            stub = recommend_pb2_grpc.RecommendServiceStub(channel)
+            outcomes = outcomes_pb2_grpc.OutcomeServiceStub(channel)
+            user = 0
+            while not stop.is_set():
+                user = user % 300 + 1
+                answer = stub.Recommend(recommend_pb2.RecommendRequest(
+                    user_id=str(user), num_results=10), timeout=10)
+                if answer.items and rng.random() < 0.5:
+                    outcomes.RecordOutcomes(outcomes_pb2.RecordOutcomesRequest(events=[
+                        outcomes_pb2.OutcomeEvent(
+                            event_id=uuid.uuid4().hex, request_id=answer.request_id,
+                            user_id=str(user), item_id=answer.items[0].item_id,
+                            type=outcomes_pb2.CLICK)]), timeout=10)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
 
 
 def loaded_versions(stack: Stack, model: str) -> set[int]:

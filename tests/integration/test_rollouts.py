@@ -4,16 +4,13 @@ whose model server keeps the three newest versions of each model loaded (as a ro
 needs), over the suite's trained models."""
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import grpc
 import pytest
@@ -21,11 +18,12 @@ import yaml
 
 from libs import model_config, model_labels
 from pipelines.experiments import canary
-from recsys.v1 import (experiments_pb2_grpc, outcomes_pb2, outcomes_pb2_grpc, recommend_pb2,
+from recsys.v1 import (experiments_pb2_grpc, recommend_pb2,
                        recommend_pb2_grpc)
 from tests.conftest import ROOT
 from tests.integration.helpers import (MODEL_SERVER, ROUTER, loaded_versions, models_config,
-                                       newest_version, rollout_stack, user_in_arm, wait_for)
+                                       newest_version, rollout_stack, traffic, user_in_arm,
+                                       wait_for)
 from tools.stack import service_env
 
 TOKEN = "rollout-editor-token"
@@ -137,40 +135,6 @@ def push(stack, source: int, version: int, model_dir=None) -> None:
     repo = stack.workdir / "model_repo" / "ranking"
     shutil.copytree(model_dir or repo / str(source), repo / str(version))
     wait_for(lambda: version in loaded_versions(stack, "ranking"), 60)
-
-
-@contextlib.contextmanager
-def traffic(stack):
-    """Three clients cycle through 300 users; each answer's first item is clicked half
-    the time, reported through RecordOutcomes as a product service would."""
-    stop = threading.Event()
-
-    def client(seed):
-        rng = random.Random(seed)
-        with grpc.insecure_channel(stack.address(ROUTER)) as channel:
-            stub = recommend_pb2_grpc.RecommendServiceStub(channel)
-            outcomes = outcomes_pb2_grpc.OutcomeServiceStub(channel)
-            user = 0
-            while not stop.is_set():
-                user = user % 300 + 1
-                answer = stub.Recommend(recommend_pb2.RecommendRequest(
-                    user_id=str(user), num_results=10), timeout=10)
-                if answer.items and rng.random() < 0.5:
-                    outcomes.RecordOutcomes(outcomes_pb2.RecordOutcomesRequest(events=[
-                        outcomes_pb2.OutcomeEvent(
-                            event_id=uuid.uuid4().hex, request_id=answer.request_id,
-                            user_id=str(user), item_id=answer.items[0].item_id,
-                            type=outcomes_pb2.CLICK)]), timeout=10)
-
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
 
 
 def run_canary_under_load(stack, folder, plan):
