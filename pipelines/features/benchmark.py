@@ -7,7 +7,8 @@ On generated data (`--ratings`), in one process so the figures compare:
   batch job        the Beam feature job (DirectRunner, training environment): rows/s
   materialization  into SQLite and into a real redis-server on a free loopback port
   online reads     1 user + 100 items, both stores: Feast's get_online_features and the
-                   services' thin reader (libs/online_store.py) on the same draws
+                   services' thin reader (libs/online_store.py) on the same draws; the
+                   candidate service's periodic re-read of every item's trend row
   training sets    get_historical_features (DuckDB offline store) for `--rows` label rows
   streaming        the stream worker against the Redis store: event published -> visible
                    in the online store (one probe at a time), and a backlog's drain rate
@@ -78,6 +79,20 @@ def online_reads(store, client, users, items, reads: int) -> dict:
             "p99_ratio": round(ours["p99_ms"] / theirs["p99_ms"], 2)}
 
 
+def trends_refresh(client, repeats: int = 5) -> dict:
+    """What the candidate service does every trends_refresh_seconds: every item's trend
+    row re-read from item_popularity (libs/feature_store.py read_trends)."""
+    import asyncio
+
+    items = list(client.item_trends)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        assert asyncio.run(client.read_trends(items))
+        seconds.append(time.perf_counter() - start)
+    return {"items": len(items), "median_ms": round(float(np.median(seconds)) * 1000, 1)}
+
+
 def historical(store, labels: pd.DataFrame, rows: int) -> float:
     entity_df = labels.sample(rows, replace=rows > len(labels), random_state=0)
     start = time.perf_counter()
@@ -121,7 +136,8 @@ def offline_store_benchmarks(args, redis_address: str) -> dict:
                              "table_rows_read_per_second": round(table_rows / seconds),
                              "online_rows_written_per_second": round(online_rows / seconds),
                              "online_1_user_100_items": online_reads(
-                                 store, client, users, items, args.reads)}
+                                 store, client, users, items, args.reads),
+                             "trends_refresh": trends_refresh(client)}
             print(f"{kind}: {results[kind]}", flush=True)
         results["stream"] = stream_freshness(workdir / "redis", redis_address, users, items,
                                              probes=min(args.reads, 200))
