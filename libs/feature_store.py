@@ -10,6 +10,7 @@ and the caller still answers: a feature outage never becomes a client error.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import csv
 import json
@@ -230,12 +231,12 @@ class FeastFeatures(PopularItems):
                              set(row.get("rated_items") or ()),
                              list(row.get("recent_items") or ()))
 
-    async def read_trends(self, item_ids: list[str], chunk: int = 2000) -> bool:
+    async def read_trends(self, item_ids: list[str], chunk: int = 100) -> bool:
         """The trend rows of `item_ids` from their item_popularity rows, which the stream
         keeps current between batch runs, as of the newest rating among them (the
         summary's moment at least): what users rate now, not what they rated at the last
-        batch run. In chunks, so requests are answered in between. False, and the rows
-        kept, when the store cannot answer."""
+        batch run. In reads the size of a request's (within the store's timeout, requests
+        answered in between). False, and the rows kept, when the store cannot answer."""
         from libs.online_store import EntityRead
         read = EntityRead("item_id", tuple(("item_popularity", f) for f in (
             "item_daily_counts", "item_last_rated", "item_rating_count", "item_first_rated")))
@@ -245,6 +246,7 @@ class FeastFeatures(PopularItems):
             found = await self._read([(read, ids)])
             if found is None:
                 return False
+            await asyncio.sleep(0)  # the SQLite reader never yields
             rows.update((i, row) for i, row in zip(ids, found[0])
                         if row and row["item_last_rated"] is not None)
         newest = max((row["item_last_rated"] for row in rows.values()), default=0)
