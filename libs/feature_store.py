@@ -93,6 +93,7 @@ class PopularItems:
                  item_trends: dict[str, list] | None = None, trends_as_of: int = 0):
         self.ranked = ranked
         self.item_trends, self.trends_as_of = item_trends or {}, trends_as_of
+        TRENDS_AS_OF.set(trends_as_of)
 
     def set_trends(self, table: dict[str, list], as_of: int) -> None:
         """New trend rows (as of `as_of`) and the popularity order they give."""

@@ -73,7 +73,13 @@ class CandidateGenerator:
         while True:
             await asyncio.sleep(every_seconds)
             started = time.perf_counter()
-            if await self.refresh_trends():
+            try:
+                refreshed = await self.refresh_trends()
+            except Exception as err:  # a bad row must not stop the following
+                log.event(logger, "trends refresh failed; keeping the last",
+                          logging.ERROR, error=f"{type(err).__name__}: {err}"[:300])
+                continue
+            if refreshed:
                 log.event(logger, "trends refreshed", logging.DEBUG,
                           items=len(self.features.item_trends),
                           as_of=self.features.trends_as_of,

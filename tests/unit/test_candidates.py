@@ -142,3 +142,44 @@ def test_what_the_user_rated_last_decides_among_their_neighbours(tmp_path):
         return found[0].item_id
 
     assert first(["c"]) == "t1" and first(["a"]) == "b"
+
+
+class MovingFeatures(TrendingFeatures):
+    """A store whose rows the stream moved: 'c' is rated now; one read fails outright."""
+
+    def __init__(self, rated):
+        super().__init__(rated)
+        self.reads = 0
+
+    async def read_trends(self, item_ids):
+        self.reads += 1
+        if self.reads == 1:
+            raise RuntimeError("a malformed row")
+        now = self.trends_as_of + trends.DAY
+        self.set_trends({**self.item_trends, "c": [80, 80, 80, 80, 80, 80, now]}, now)
+        return True
+
+
+def test_trends_refreshed_from_the_store_propose_what_is_rated_now_and_survive_a_bad_read(
+        tmp_path):
+    _version_with_sources(tmp_path, 7, ["a", "b", "c", "t1", "t2", "x"])
+    features = MovingFeatures({"a"})
+    generator = CandidateGenerator(features, Client(["x", "a"]), "retrieval", 50,
+                                   VersionSources(tmp_path), ["trending"])
+
+    def trending():
+        return [i.item_id for i in asyncio.run(generator.candidates(
+            candidate_pb2.CandidateRequest(user_id="u1", num_candidates=2))).items]
+
+    assert "c" not in trending()
+
+    async def follow():  # two refreshes: the first fails, the loop goes on
+        task = asyncio.create_task(generator.follow_trends(0.01))
+        for _ in range(500):
+            if features.reads >= 2 or task.done():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+    asyncio.run(follow())
+    assert trending()[0] == "c"
+    assert features.popular_items(1) == [("c", 1.0)]  # the fallback follows too
