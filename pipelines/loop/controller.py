@@ -7,7 +7,7 @@ so, one loop at a time, every step in an audit log; a person can pause it or tak
          [--retrain-command CMD] [--lease-seconds 3600] [--holder ID]
          [--router HOST:PORT --model-server HOST:PORT [--exposures DIR] [--outcomes DIR]
           [--canary-steps 5,25,50] [--canary-step-seconds 900] [--canary-margin 0.1]
-          [--canary-min-requests 50] [--models-config FILE]]
+          [--canary-min-requests 50] [--canary-max-p99-ratio 1.5] [--models-config FILE]]
                                  one step: take (or renew) the lease, then, unless
                                  paused, look at the running canary, or retrain if a
                                  trigger holds
@@ -309,6 +309,9 @@ def parser() -> argparse.ArgumentParser:
     step.add_argument("--canary-step-seconds", type=float, default=900.0)
     step.add_argument("--canary-min-requests", type=int, default=50)
     step.add_argument("--canary-margin", type=float, default=0.1)
+    step.add_argument("--canary-max-p99-ratio", type=float, default=1.5,
+                      help="latency guardrail: roll back when the canary's p99 exceeds "
+                           "stable's by this factor")
     step.add_argument("--models-config", default="",
                       help="the model server's models.config: roll out by version labels")
     for name in ("pause", "resume", "take-over"):
@@ -357,13 +360,17 @@ def target(args) -> rollout.Target | None:
                          f"got {args.canary_steps!r}")
     if not 0 < args.canary_margin < 1:
         raise ValueError(f"--canary-margin must be between 0 and 1, got {args.canary_margin}")
+    if not args.canary_max_p99_ratio >= 1:
+        raise ValueError(f"--canary-max-p99-ratio must be at least 1, "
+                         f"got {args.canary_max_p99_ratio}")
     workdir = Path(args.workdir)
     return rollout.Target(
         args.router, args.model_server, os.environ.get("RECSYS_ADMIN_TOKEN", ""),
         canary.Logs(Path(args.exposures or workdir / "exposures"),
                     Path(args.outcomes or workdir / "outcomes")),
         steps, args.canary_step_seconds, args.canary_min_requests, args.canary_margin,
-        Path(args.models_config) if args.models_config else None)
+        Path(args.models_config) if args.models_config else None,
+        args.canary_max_p99_ratio)
 
 
 if __name__ == "__main__":

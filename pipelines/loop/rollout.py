@@ -50,6 +50,7 @@ class Target:
     min_requests: int = 50
     margin: float = 0.1
     models_config: Path | None = None  # labels mode: the model server's models.config
+    max_p99_ratio: float = 1.5  # the latency guardrail: canary p99 / stable p99
 
 
 def _admin(channel) -> experiments_pb2_grpc.ExperimentServiceStub:
@@ -89,7 +90,8 @@ def plan(target: Target, candidate: dict[str, int], stable: dict) -> canary.Plan
         for model, version in candidate.items():
             _labels().edit(target.models_config, "load", model, version=str(version))
     return canary.Plan(dict(candidate), stable, list(target.steps), target.step_seconds,
-                       target.min_requests, margin=target.margin,
+                       target.min_requests, max_p99_ratio=target.max_p99_ratio,
+                       margin=target.margin,
                        promotion="labels" if target.models_config else "defaults")
 
 
