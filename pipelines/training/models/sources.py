@@ -147,25 +147,36 @@ def train_blend(features: np.ndarray, labels: np.ndarray, lists: np.ndarray,
     ReLU units (Adam, full batch)."""
     mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-6
     z = (features - mean) / scale
+    width = z.shape[1]
+    # the hidden bias as one more input column: one product gives the hidden units'
+    # inputs, one their gradients (every pass over the rows counts: memory-bound)
+    z1 = np.hstack([z, np.ones((len(z), 1))])
+    z1t = np.ascontiguousarray(z1.T)
     starts = _segments(lists)
-    counts = np.diff(np.r_[starts, len(lists)])
-    target = labels / np.repeat(np.add.reduceat(labels.astype(float), starts), counts)
+    segment = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(lists)]))
+    target = labels / np.add.reduceat(labels.astype(float), starts)[segment]
     rng = np.random.default_rng(seed)
-    params = [np.zeros(z.shape[1]), rng.normal(scale=0.3, size=(z.shape[1], hidden)),
+    params = [np.zeros(width), rng.normal(scale=0.3, size=(width, hidden)),
               np.zeros(hidden), rng.normal(scale=0.3, size=hidden)]
     moments = [np.zeros_like(p) for p in params]
     velocities = [np.zeros_like(p) for p in params]
+    masked = np.empty((len(z), hidden))
     for step in range(1, STEPS + 1):
         weight, hidden_weight, hidden_bias, output_weight = params
-        activation = np.maximum(z @ hidden_weight + hidden_bias, 0)
-        scores = z @ weight + activation @ output_weight
-        scores = scores - np.repeat(np.maximum.reduceat(scores, starts), counts)
-        exp = np.exp(scores)
-        probability = exp / np.repeat(np.add.reduceat(exp, starts), counts)
-        delta = (probability - target) / len(starts)
-        backward = np.outer(delta, output_weight) * (activation > 0)
-        gradients = [z.T @ delta + L2 * weight, z.T @ backward + L2 * hidden_weight,
-                     backward.sum(axis=0), activation.T @ delta + L2 * output_weight]
+        activation = z1 @ np.vstack([hidden_weight, hidden_bias])
+        np.maximum(activation, 0, out=activation)
+        delta = z @ weight  # the scores, then in place their softmax's gradient
+        delta += activation @ output_weight
+        delta -= np.maximum.reduceat(delta, starts)[segment]
+        np.exp(delta, out=delta)
+        delta /= np.add.reduceat(delta, starts)[segment]
+        delta -= target
+        delta /= len(starts)
+        np.multiply(activation > 0, delta[:, None], out=masked)
+        hidden_gradient = (z1t @ masked) * output_weight
+        gradients = [z1t[:width] @ delta + L2 * weight,
+                     hidden_gradient[:width] + L2 * hidden_weight, hidden_gradient[width],
+                     activation.T @ delta + L2 * output_weight]
         for p, g, m, v in zip(params, gradients, moments, velocities):
             m *= 0.9
             m += 0.1 * g
