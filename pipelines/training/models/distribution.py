@@ -16,7 +16,7 @@ import tempfile
 
 import tensorflow as tf
 
-from pipelines.training.models import warmup
+from pipelines.training.models import autograph, warmup
 
 
 def cluster() -> tuple[dict, dict]:
@@ -33,6 +33,7 @@ def num_workers() -> int:
 def strategy() -> tf.distribute.Strategy:
     """Call before any other TensorFlow op: a multi-worker strategy configures the
     runtime's collective ops, which cannot change once it has started."""
+    autograph.skip_keras()
     if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()

@@ -19,7 +19,8 @@ from tfx import v1 as tfx
 
 from libs.feature_spec import transformed_name
 from pipelines.training import evaluation
-from pipelines.training.models import hyperparameters, inputs, ranking, retrieval
+from pipelines.training.models import (autograph, hyperparameters, inputs, ranking,
+                                       retrieval)
 from pipelines.training.search_space import Dimension
 
 MODELS = {"retrieval": retrieval, "ranking": ranking}
@@ -228,6 +229,7 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     """custom_config: model (retrieval or ranking), catalog (the items file), tuning
     (search_space, max_trials, max_minutes, seed, retrieval_k) and the model's explicit
     hyperparameters under its name."""
+    autograph.skip_keras()
     model = fn_args.custom_config["model"]
     tuning = fn_args.custom_config["tuning"]
     fixed = hyperparameters.explicit_values(fn_args, model)
