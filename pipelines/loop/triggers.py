@@ -2,7 +2,8 @@
 below its promise (quality.json), or the last retraining is older than the schedule.
 
 A report counts once: one written before the last retraining finished was acted upon
-already (or described data that retraining has since seen).
+already (or described data that retraining has since seen). A report not written yet (a
+loop deployed before the check's first run) triggers nothing; `due` says so.
 """
 from __future__ import annotations
 
@@ -74,9 +75,16 @@ def schedule(last_retrain: float, every_days: float, now: float) -> Trigger | No
 
 
 def due(drift_report: Path | None, quality_report: Path | None, last_retrain: float,
-        every_days: float, now: float) -> list[Trigger]:
-    """Every trigger that holds now; a report path that is None is not watched."""
-    found = [drift(drift_report, last_retrain) if drift_report else None,
-             quality(quality_report, last_retrain) if quality_report else None,
-             schedule(last_retrain, every_days, now)]
+        every_days: float, now: float, note=print) -> list[Trigger]:
+    """Every trigger that holds now; a report path that is None is not watched, one that
+    does not exist yet is noted and skipped."""
+    found = []
+    for path, check in ((drift_report, drift), (quality_report, quality)):
+        if path is None:
+            continue
+        if not path.exists():
+            note(f"{check.__name__}: no report at {path} yet")
+            continue
+        found.append(check(path, last_retrain))
+    found.append(schedule(last_retrain, every_days, now))
     return [t for t in found if t is not None]

@@ -71,6 +71,11 @@ def test_reports_trigger_once_and_the_schedule_when_due(tmp_path):
     (tmp_path / "undated.json").write_text("{}")
     with pytest.raises(triggers.ReportError, match="'generated_at'"):
         triggers.due(tmp_path / "undated.json", None, 0, 7, NOW)
+    # deployed before the checks' first runs: nothing from them yet, and it says so
+    notes = []
+    assert triggers.due(tmp_path / "later" / "drift.json", tmp_path / "quality.json",
+                        NOW + 10, 7, NOW + 60, note=notes.append) == []
+    assert notes == [f"drift: no report at {tmp_path / 'later' / 'drift.json'} yet"]
 
 
 def fake_pipeline(tmp_path, seconds: float = 0.0, exit_code: int = 0) -> str:
