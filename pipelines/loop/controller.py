@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -80,16 +81,21 @@ def run_holding(command: str, log: Path, lease: LeaseFile, holder: str) -> int |
     with open(log, "a", encoding="utf-8") as out:
         child = subprocess.Popen(shlex.split(command), cwd=ROOT, stdout=out,
                                  stderr=subprocess.STDOUT)
-        while True:
-            try:
-                return child.wait(timeout=lease.seconds / 3)
-            except subprocess.TimeoutExpired:
+        try:
+            while True:
                 try:
-                    lease.acquire(holder)
-                except LeaseHeld:
-                    child.terminate()
-                    child.wait()
-                    return None
+                    return child.wait(timeout=lease.seconds / 3)
+                except subprocess.TimeoutExpired:
+                    try:
+                        lease.acquire(holder)
+                    except LeaseHeld:
+                        child.terminate()
+                        child.wait()
+                        return None
+        except BaseException:  # this controller is stopped (SIGTERM): so is the retraining
+            child.terminate()
+            child.wait()
+            raise
 
 
 def retrain(args, loop: state_lib.LoopState, lease: LeaseFile, found: list) -> int:
@@ -374,4 +380,7 @@ def target(args) -> rollout.Target | None:
 
 
 if __name__ == "__main__":
+    # stopped (a pod deleted: SIGTERM), the process unwinds: the lease is released and a
+    # retraining this tick runs stops too; the next tick resumes from the saved phase
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

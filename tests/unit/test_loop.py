@@ -1,11 +1,13 @@
 """The loop's controller: one holder of the lease at a time (also between processes),
 triggers from the monitoring reports, retraining recorded in the audit log, pause and
-take-over by a person, and a restart mid-retraining that finishes the job."""
+take-over by a person, a stop mid-retraining that stops it, and a restart that finishes the
+job."""
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -184,6 +186,35 @@ def test_a_controller_restarted_mid_retraining_finishes_the_job(tmp_path, capsys
                                             "retrain", "retrained"]
     assert steps[1]["triggers"] == [trigger.to_dict()]
     assert state_lib.load(directory).phase == "idle"
+
+
+def test_a_controller_stopped_mid_retraining_stops_it_and_frees_the_lease(tmp_path):
+    """A tick's pod deleted on Kubernetes: SIGTERM. The retraining it runs (there, the
+    command that follows the retrain Job and deletes it when stopped) stops too."""
+    pid_file = tmp_path / "retraining.pid"
+    script = tmp_path / "slow.py"
+    script.write_text("import os, sys, time\n"
+                      f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                      "time.sleep(120)\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.loop.controller", "--dir", str(tmp_path / "loop"),
+         "tick", "--workdir", str(tmp_path / "work"),
+         "--retrain-command", shlex.join([sys.executable, str(script)])], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 143
+    finally:
+        process.kill()
+    retraining = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(retraining, 0)
+    assert LeaseFile(tmp_path / "loop", 60).read() is None
+    assert state_lib.load(tmp_path / "loop").phase == "training"  # the next tick resumes
 
 
 def test_bad_reports_and_state_exit_2_naming_them(tmp_path, capsys):
