@@ -38,6 +38,11 @@ NON_GRPC_PROBES = {
     "pushgateway": "an HTTP server: its /-/ready and /-/healthy endpoints",
 }
 
+# Workloads that call the Kubernetes API, with a projected (short-lived) token, and why
+API_CLIENTS = {
+    "loop-controller": "starts, follows and stops the retraining Job (pipelines/loop/kube_job.py)",
+}
+
 
 class RenderError(Exception):
     pass
@@ -149,6 +154,10 @@ def policy_violations(objects: list[dict]) -> list[str]:
             found.append(f"{where}: no RuntimeDefault seccomp profile")
         if pod.get("automountServiceAccountToken") is not False:
             found.append(f"{where}: mounts a service account token")
+        if obj["metadata"]["name"] not in API_CLIENTS and any(
+                "serviceAccountToken" in source for v in pod.get("volumes", [])
+                for source in v.get("projected", {}).get("sources", [])):
+            found.append(f"{where}: projects a service account token (not an API client)")
         if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
             found.append(f"{where}: shares a host namespace")
         long_running = obj["kind"] in ("Deployment", "StatefulSet")

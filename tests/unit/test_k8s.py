@@ -93,6 +93,8 @@ def test_the_policy_catches_each_kind_of_breach():
     main["livenessProbe"] = {"tcpSocket": {"port": 50051}}
     pod["securityContext"]["runAsNonRoot"] = False
     pod["automountServiceAccountToken"] = True
+    pod["volumes"].append({"name": "token", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token"}}]}})
     pod["initContainers"][0]["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
     sidecar = next(c for c in find(objects, "Deployment", "tf-serving")["spec"]["template"][
         "spec"]["containers"] if c["name"] == "sync-models")
@@ -106,6 +108,8 @@ def test_the_policy_catches_each_kind_of_breach():
                      "router/router: livenessProbe is not a gRPC health check",
                      "Deployment/router: pod does not run as a non-root user",
                      "Deployment/router: mounts a service account token",
+                     "Deployment/router: projects a service account token (not an API "
+                     "client)",
                      "router/fetch-features: capabilities are not all dropped",
                      "tf-serving/sync-models: no liveness probe",
                      "Deployment/candidate: no PodDisruptionBudget",
@@ -420,3 +424,75 @@ def test_the_online_quality_job_reads_the_logs_the_routers_write(overlay, tmp_pa
     router = find(objects, "Deployment", "router")["spec"]["template"]["spec"]
     claim = next(v for v in router["volumes"] if v["name"] == "exposures")
     assert volumes["exposures"]["persistentVolumeClaim"] == claim["persistentVolumeClaim"]
+
+
+def on_volume(path: str, pod: dict, container: dict) -> tuple[str, str]:
+    """(the claim or volume a container's path lies on, the path inside that volume)."""
+    mount = max((m for m in container["volumeMounts"]
+                 if Path(path).is_relative_to(m["mountPath"])),
+                key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = volume.get("persistentVolumeClaim", {}).get("claimName", volume["name"])
+    inside = Path(mount.get("subPath", "")) / Path(path).relative_to(mount["mountPath"])
+    return claim, str(inside)
+
+
+def test_the_loop_controller_reads_what_the_checks_write_and_retrains_through_the_api():
+    from pipelines.loop import controller, kube_job
+    objects = render("dev")
+    cron = find(objects, "CronJob", "loop-controller")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # and the lease: one loop at once
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = controller.parser().parse_args(container["args"][1:])  # the CLI accepts them
+    assert args.command == "tick" and args.router and args.model_server
+
+    # its triggers read the reports where the checks write them
+    for job, flag, report in (("drift-check", "--drift-report", "drift"),
+                              ("online-quality", "--quality-report", "quality")):
+        check_pod = find(objects, "CronJob", job)["spec"]["jobTemplate"]["spec"]["template"][
+            "spec"]
+        check = next(c for c in check_pod["initContainers"] if c["name"] == "check")
+        command = shlex.split(check["command"][-1])
+        written = f"{command[command.index('--out') + 1]}/{report}.json"
+        assert mounted(written, check, writable=True)
+        assert on_volume(written, check_pod, check) == \
+            on_volume(getattr(args, flag[2:].replace("-", "_")), pod, container), job
+
+    # it sees the versions the retraining pushes, on the pipeline's volume
+    retrain = find(objects, "CronJob", "retrain")
+    assert retrain["spec"]["suspend"] is True  # the loop's schedule trigger runs it
+    train = next(c for c in retrain["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+        "initContainers"] if c["name"] == "train")
+    workdir = train["args"][train["args"].index("--workdir") + 1]
+    assert on_volume(f"{workdir}/model_repo", retrain["spec"]["jobTemplate"]["spec"][
+        "template"]["spec"], train) == on_volume(f"{args.workdir}/model_repo", pod, container)
+    assert find(objects, "PersistentVolumeClaim", "pipeline-workdir")["spec"][
+        "accessModes"] == ["ReadWriteMany"]
+
+    # its retraining starts a Job from that CronJob, which its Role allows and no more
+    command = shlex.split(args.retrain_command)
+    started = kube_job.parser().parse_args(command[command.index("-m") + 2:])
+    assert started.cronjob == "retrain"
+    rules = find(objects, "Role", "loop-controller")["rules"]
+    assert {(r["resources"][0], v) for r in rules for v in r["verbs"]} == {
+        ("cronjobs", "get"), ("jobs", "create"), ("jobs", "get"), ("jobs", "delete")}
+    binding = find(objects, "RoleBinding", "loop-controller")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod[
+        "serviceAccountName"], "namespace": "recsys-dev"}]
+    token = next(v for v in pod["volumes"] if "projected" in v)
+    assert on_volume(str(kube_job.ACCOUNT / "token"), pod, container)[0] == token["name"]
+
+    # it reaches the router's admin API and TF Serving; TF Serving keeps the version users
+    # get loaded next to the canary's
+    ns, labels = pod_labels(objects, "loop-controller")
+    for target, port in (("router", 50051), ("tf-serving", 8500)):
+        assert manifests.reachable(objects, (ns, labels), pod_labels(objects, target)[1], port)
+    assert not manifests.reachable(objects, (ns, labels), pod_labels(objects, "ranking")[1],
+                                   50053)
+    models = config_map_file(objects, "tf-serving-config", "models.config")
+    assert models.count("latest { num_versions: 2 }") == 2
+
+
+def test_prod_rolls_out_through_the_labels_in_git_without_the_loop():
+    assert not [o for o in render("prod") if "loop" in o["metadata"]["name"]]
