@@ -7,8 +7,9 @@
 
 `model` walks back from a pushed version: push time, blessing and the evaluation behind
 it, the trainer's parameters and hyperparameters (with the hyperparameter search they
-came from), the Transform graph, the schema, the examples' span with the training set's
-content hash (from the span's snapshot.json), and, when the loop's controller retrained
+came from), the code (git commit, uncommitted changes, the lock files' hashes, the image),
+the Transform graph, the schema, the examples' span with the training set's content hash
+(from the span's snapshot.json), and, when the loop's controller retrained
 it, why (`retrained_by_loop`: the triggers and their reports, from `--loop-dir`'s audit
 log, default WORKDIR/loop) and what its canary decided (`canary_by_loop`: promoted or
 rolled back, why, with the figures). `tuning` lists the hyperparameter
@@ -174,6 +175,7 @@ class Lineage:
                         "custom_config": json.loads(
                             trainer_properties.get("custom_config") or "{}"),
                         "hyperparameters": self.hyperparameters(trainer, trainer_inputs)},
+            "code": json.loads(trainer_properties.get("custom_config") or "{}").get("code"),
             "transform_graph": trainer_inputs["transform_graph"][0].uri,
             "schema": trainer_inputs["schema"][0].uri,
             "data": {"span": span, "examples": raw_examples.uri,

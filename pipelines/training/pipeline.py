@@ -22,6 +22,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from libs import feature_spec
+from pipelines.training import code_version
 from pipelines.training.components.data_gate import DataValidationGate
 from pipelines.training.components.fairness_gate import FairnessGate
 from pipelines.training.components.model_card_writer import ModelCardWriter
@@ -143,6 +144,8 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
         disable_statistics=True)
     transform.add_upstream_node(data_gate)
 
+    code = code_version.describe()  # kept with each Trainer's execution
+
     def trainer(name: str, steps: int, hyperparameters):
         return tfx.components.Trainer(
             run_fn=f"{MODELS}.{name}.run_fn",
@@ -153,7 +156,7 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
             train_args=tfx.proto.TrainArgs(num_steps=steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"catalog": config.catalog_file,
-                           name: config.hyperparameters.get(name, {})},
+                           name: config.hyperparameters.get(name, {}), "code": code},
         ).with_id(f"{name}_trainer")
 
     tuning = {name: _tuned_hyperparameters(config, name, transform, schema)

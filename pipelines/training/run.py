@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 from libs import config as config_lib  # noqa: E402
 from pipelines.data import prepare  # noqa: E402
 from pipelines.data.dataset import DataError  # noqa: E402
-from pipelines.training import config as pipeline_config  # noqa: E402
+from pipelines.training import code_version, config as pipeline_config  # noqa: E402
 from pipelines.training.config import PipelineConfig  # noqa: E402
 
 
@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         print(f"error: the pipeline stopped: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
 
-    summary = {"snapshot": snapshot, "wall_seconds": round(time.monotonic() - start, 1),
+    summary = {"snapshot": snapshot, "code": code_version.describe(),
+               "wall_seconds": round(time.monotonic() - start, 1),
                "component_seconds": component_seconds, **summarize(config)}
     Path(config.workdir, "last_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

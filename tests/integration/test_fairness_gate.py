@@ -3,10 +3,13 @@ carry a model card and a fairness report; a model that breaks a configured bound
 out of the model repository, and the run names the bound."""
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 from libs import version_evaluation
+from tests.conftest import ROOT
 from tests.integration.conftest import run_pipeline
 from tests.integration.helpers import lineage
 
@@ -41,6 +44,13 @@ def test_pushed_models_carry_a_model_card_and_a_fairness_report(trained):
         f"ranking/{summary['ranking']['serving_version']}/model_card.md")
     assert [g["node"] for g in ranking["gates"]] == [
         "ranking_evaluator", "ranking_baseline_gate", "ranking_fairness"]
+    # and the code that trained it: this checkout's commit and lock files
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert ranking["code"]["commit"] == head == summary["code"]["commit"]
+    assert ranking["code"]["locks"] == {
+        name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest()
+        for name in ("requirements/training.lock", "requirements/serving.lock")}
 
 
 def test_a_model_breaking_a_fairness_bound_is_not_pushed_and_the_run_says_why(trained):
