@@ -35,7 +35,10 @@ class PipelineConfig:
     # production protocol), random (80/20 as in the TFRS tutorials), per_user (75/25)
     split: str = "time"
     train_fraction: float = 0.8
-    split_seed: int = 42
+    # every random step of a run: the data split, the input shuffles, weight
+    # initialisation, the sources' blend and candidate index, the tuner's trials; the same
+    # data, config and seed give the same models and metrics
+    seed: int = 42
     # share of users the run trains and evaluates on, each with all their ratings (chosen
     # by a hash of the user id, so the same users whatever the data's size or order);
     # 1.0 = the whole training set. Large data: try a sample first.
@@ -103,7 +106,6 @@ class PipelineConfig:
     tuning_steps_per_trial: int = 0
     # stop starting new trials after this many minutes per model (0: no time budget)
     tuning_max_minutes: float = 0.0
-    tuning_seed: int = 42
     # where the Beam components (statistics, Transform, evaluation) run: direct (this
     # machine), dataflow, flink or spark; beam_options are that runner's options
     # (BEAM_REQUIRED lists the ones each needs), beam_pipeline_args any extra flags

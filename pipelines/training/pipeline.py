@@ -97,14 +97,13 @@ def _tuned_hyperparameters(config: PipelineConfig, name: str, transform, schema)
             train_args=tfx.proto.TrainArgs(num_steps=config.steps_per_trial(name)),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"model": name, name: config.hyperparameters.get(name, {}),
-                           "catalog": config.catalog_file,
+                           "catalog": config.catalog_file, "seed": config.seed,
                            "tuning": {
                                "search_space": {
                                    k: dataclasses.asdict(v)
                                    for k, v in config.tuning_search_space[name].items()},
                                "max_trials": config.tuning_max_trials,
                                "max_minutes": config.tuning_max_minutes,
-                               "seed": config.tuning_seed,
                                "retrieval_k": config.retrieval_k}},
         ).with_id(f"{name}_tuner")
     return tfx.dsl.Resolver(
@@ -156,7 +155,8 @@ def create_pipeline(config: PipelineConfig, local: bool = True) -> tfx.dsl.Pipel
             train_args=tfx.proto.TrainArgs(num_steps=steps),
             eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
             custom_config={"catalog": config.catalog_file,
-                           name: config.hyperparameters.get(name, {}), "code": code},
+                           name: config.hyperparameters.get(name, {}), "code": code,
+                           "seed": config.seed},
         ).with_id(f"{name}_trainer")
 
     tuning = {name: _tuned_hyperparameters(config, name, transform, schema)

@@ -51,7 +51,7 @@ def train(config: PipelineConfig, progress=print) -> dict:
     if not config.training_set:
         config.training_set = str(prepare.newest_training_set(config.training_sets_dir))
     snapshot = prepare.prepare(config.training_set, config.data_out, config.train_fraction,
-                               config.split, config.split_seed, progress=None,
+                               config.split, config.seed, progress=None,
                                sample_users=config.sample_users)
     lap("prepare", begin)
     begin = time.monotonic()

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         from pipelines.training.models import tuning
         tuning.check_names(config.hyperparameters, config.tuning_search_space)
         snapshot = prepare.prepare(config.training_set, config.data_out,
-                                   config.train_fraction, config.split, config.split_seed,
+                                   config.train_fraction, config.split, config.seed,
                                    sample_users=config.sample_users)
     except (config_lib.ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,20 +4,20 @@ from __future__ import annotations
 import tensorflow as tf
 
 from libs import feature_spec
+from pipelines.training.models import seeding
 
 DTYPES = {"string": tf.string, "int64": tf.int64, "float": tf.float32}
-# Several workers each read all the data in the same shuffled order and keep their part of
-# every global batch (DATA sharding: Transform writes fewer files than there are workers).
-SHUFFLE_SEED = 42
 
 
 def dataset(fn_args, files, tf_transform_output, batch_size: int, shuffle: bool = True):
     """Batches of transformed features (label included) from Transform's output;
-    `batch_size` is the global batch, split across replicas under a strategy."""
+    `batch_size` is the global batch, split across replicas under a strategy. Several
+    workers each read all the data in the same order (the run's seed) and keep their part
+    of every global batch (DATA sharding: Transform writes fewer files than workers)."""
     from tfx_bsl.public import tfxio
     batches = fn_args.data_accessor.tf_dataset_factory(
         files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle,
-                                              shuffle_seed=SHUFFLE_SEED,
+                                              shuffle_seed=seeding.seed_of(fn_args),
                                               num_epochs=None if shuffle else 1),
         tf_transform_output.transformed_metadata.schema)
     options = tf.data.Options()

@@ -15,7 +15,8 @@ import tensorflow_transform as tft
 
 from libs import feature_spec
 from libs.feature_spec import transformed_name
-from pipelines.training.models import distribution, fitting, hyperparameters, inputs, towers
+from pipelines.training.models import (distribution, fitting, hyperparameters, inputs,
+                                       seeding, towers)
 
 INPUT_FEATURES = feature_spec.RANKING_INPUTS
 OUTPUT_KEY = "predicted_rating"
@@ -112,6 +113,7 @@ def build(hp: dict, fn_args, tf_transform_output):
 
 def run_fn(fn_args) -> None:
     strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
+    seeding.seed_everything(fn_args)
     hp = hyperparameters.for_training(DEFAULTS, fn_args, "ranking")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     with strategy.scope():

@@ -26,7 +26,7 @@ from libs import feature_spec
 from libs.feature_spec import transformed_name
 from libs import candidate_index, candidate_sources
 from pipelines.training.models import (distribution, fitting, hyperparameters, inputs,
-                                       sources, towers)
+                                       seeding, sources, towers)
 
 QUERY_FEATURES = feature_spec.RETRIEVAL_INPUTS
 CANDIDATE_FEATURES = feature_spec.ITEM_FEATURES
@@ -207,6 +207,7 @@ def build(hp: dict, fn_args, tf_transform_output):
 
 def run_fn(fn_args) -> None:
     strategy = distribution.strategy()  # first: it sets up TensorFlow's runtime
+    seed = seeding.seed_everything(fn_args)
     hp = hyperparameters.for_training(DEFAULTS, fn_args, "retrieval")
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     with strategy.scope():
@@ -218,17 +219,19 @@ def run_fn(fn_args) -> None:
     distribution.save_model(export, fn_args.serving_model_dir, export.signatures(),
                             feature_spec.MODEL_NAMES.retrieval)
     if distribution.is_chief():
-        write_candidate_index(export, fn_args.serving_model_dir)
+        write_candidate_index(export, fn_args.serving_model_dir, seed)
     if hp["candidate_sources"] and distribution.is_chief():
-        write_candidate_sources(fn_args.custom_config["catalog"], fn_args.serving_model_dir)
+        write_candidate_sources(fn_args.custom_config["catalog"], fn_args.serving_model_dir,
+                                seed)
 
 
-def write_candidate_index(export: RetrievalExport, model_dir: str) -> None:
+def write_candidate_index(export: RetrievalExport, model_dir: str, seed: int) -> None:
     """The version's candidate embeddings and IVF index into assets.extra/ (written
     locally, then copied: the model directory may be gs:// or s3://)."""
     target = os.path.join(model_dir, "assets.extra", candidate_index.DIRECTORY)
     with tempfile.TemporaryDirectory() as local:
-        meta = candidate_index.write(local, export.item_ids, export.candidate_embeddings)
+        meta = candidate_index.write(local, export.item_ids, export.candidate_embeddings,
+                                     seed=seed)
         tf.io.gfile.makedirs(target)
         for name in os.listdir(local):
             tf.io.gfile.copy(os.path.join(local, name), os.path.join(target, name),
@@ -236,7 +239,7 @@ def write_candidate_index(export: RetrievalExport, model_dir: str) -> None:
     print(f"candidate index: {meta}")
 
 
-def write_candidate_sources(items_file: str, model_dir: str) -> None:
+def write_candidate_sources(items_file: str, model_dir: str, seed: int) -> None:
     """The version's candidate sources, from the training set the catalog belongs to
     (its ratings.parquet), into the SavedModel's assets.extra/ (TF Serving ignores it)."""
     ratings_file = os.path.join(os.path.dirname(items_file), "ratings.parquet")
@@ -246,7 +249,8 @@ def write_candidate_sources(items_file: str, model_dir: str) -> None:
     with tf.io.gfile.GFile(items_file, "rb") as f:
         catalog = pd.read_parquet(io.BytesIO(f.read()), columns=["item_id", "genres"])
     found, held_out = sources.build(ratings.astype({"user_id": str, "item_id": str}),
-                                    catalog.astype({"item_id": str}), progress=print)
+                                    catalog.astype({"item_id": str}), progress=print,
+                                    seed=seed)
     if found is None:
         return
     target = os.path.join(model_dir, "assets.extra")

@@ -243,7 +243,7 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     return features, labels, lists
 
 
-def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
+def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info, seed: int = 0
           ) -> cs.CandidateSources | None:
     """The sources of a model trained on `ratings` (user_id, item_id, timestamp) over
     `catalog` (item_id, genres), and the validation lists (features, labels, list ids)
@@ -282,14 +282,14 @@ def build(ratings: pd.DataFrame, catalog: pd.DataFrame, progress=logger.info
         # the gate judges this blend, trained on what was known before the validation days
         features, labels, lists = validation[0][1]
         rated = at[VALIDATION_DAYS].rated_counts(end)
-        blend = train_blend(*_stack([p for _, p in before_validation]))
+        blend = train_blend(*_stack([p for _, p in before_validation]), seed=seed)
         held_out = {"features": features, "labels": labels, "lists": lists,
                     "rated": rated, **blend.arrays()}
         found = validation_metrics(blend, features, labels, lists, rated=rated)
         report["validation_lists"] = int(len(np.unique(lists)))
         report["validation_ndcg_at_10"] = {name: round(m["ndcg_at_10"], 4)
                                            for name, m in found.items()}
-    blend = train_blend(*_stack([p for _, p in served]))
+    blend = train_blend(*_stack([p for _, p in served]), seed=seed)
     report["linear_weights"] = dict(zip(cs.FEATURES, np.round(blend.weight, 4).tolist()))
     matrix, _ = _interactions(ratings, {item: i for i, item in enumerate(items)})
     found = neighbours(matrix)

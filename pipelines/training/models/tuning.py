@@ -20,7 +20,7 @@ from tfx import v1 as tfx
 from libs.feature_spec import transformed_name
 from pipelines.training import evaluation
 from pipelines.training.models import (autograph, hyperparameters, inputs, ranking,
-                                       retrieval)
+                                       retrieval, seeding)
 from pipelines.training.search_space import Dimension
 
 MODELS = {"retrieval": retrieval, "ranking": ranking}
@@ -226,16 +226,17 @@ def _describe(hp) -> str:
 
 
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
-    """custom_config: model (retrieval or ranking), catalog (the items file), tuning
-    (search_space, max_trials, max_minutes, seed, retrieval_k) and the model's explicit
-    hyperparameters under its name."""
+    """custom_config: model (retrieval or ranking), catalog (the items file), the run's
+    seed, tuning (search_space, max_trials, max_minutes, retrieval_k) and the model's
+    explicit hyperparameters under its name."""
     autograph.skip_keras()
+    seed = seeding.seed_everything(fn_args)  # the trials' weights, and which points
     model = fn_args.custom_config["model"]
     tuning = fn_args.custom_config["tuning"]
     fixed = hyperparameters.explicit_values(fn_args, model)
     oracle = BudgetedRandomSearch(
         max_seconds=60 * tuning["max_minutes"], objective=OBJECTIVES[model],
-        max_trials=tuning["max_trials"], seed=tuning["seed"],
+        max_trials=tuning["max_trials"], seed=seed,
         hyperparameters=keras_space({**MODELS[model].DEFAULTS, **fixed},
                                     tuning["search_space"]),
         allow_new_entries=False, tune_new_entries=False)
