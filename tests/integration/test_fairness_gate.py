@@ -10,7 +10,7 @@ from pathlib import Path
 
 from libs import version_evaluation
 from tests.conftest import ROOT
-from tests.integration.conftest import run_pipeline
+from tests.integration.conftest import WITHOUT_SOURCES, run_pipeline
 from tests.integration.helpers import lineage
 
 MODELS = ("retrieval", "ranking")
@@ -59,7 +59,7 @@ def test_a_model_breaking_a_fairness_bound_is_not_pushed_and_the_run_says_why(tr
     before = {name: sorted(p.name for p in (repo / name).iterdir()) for name in MODELS}
     # no group's recommendations can match its taste exactly, nor two groups' RMSE (the
     # extreme groups' gap is positive at 50% confidence, if not always at 95%)
-    summary = run_pipeline(workdir, "fairness_max_genre_gap=0",
+    summary = run_pipeline(workdir, WITHOUT_SOURCES, "fairness_max_genre_gap=0",
                            "fairness_max_rmse_difference=0", "fairness_confidence=0.5")
     for name, field in (("retrieval", "fairness_max_genre_gap"),
                         ("ranking", "fairness_max_rmse_difference")):

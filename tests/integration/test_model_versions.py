@@ -8,7 +8,7 @@ import time
 import grpc
 
 from recsys.v1 import recommend_pb2, recommend_pb2_grpc
-from tests.integration.conftest import run_pipeline
+from tests.integration.conftest import WITHOUT_SOURCES, run_pipeline
 from tests.integration.helpers import newest_version, user_in_arm
 
 
@@ -61,7 +61,8 @@ def test_gate_refuses_to_push_a_worse_model(trained):
     repo = workdir / "model_repo"
     before = {name: sorted(p.name for p in (repo / name).iterdir())
               for name in ("retrieval", "ranking")}
-    summary = run_pipeline(workdir, "retrieval_train_steps=1", "ranking_train_steps=1")
+    summary = run_pipeline(workdir, WITHOUT_SOURCES, "retrieval_train_steps=1",
+                           "ranking_train_steps=1")
     assert not summary["retrieval"]["blessed"]
     assert "worse than the last blessed model" in " ".join(summary["retrieval"]["reasons"])
     assert not summary["ranking"]["blessed"]

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 from tests.conftest import ROOT, TRAINING_PYTHON
-from tests.integration.conftest import run_pipeline
+from tests.integration.conftest import WITHOUT_SOURCES, run_pipeline
 from tools.stack import service_env
 
 TINY_SEARCH = ["tune=true", "tuning_max_trials=2", "tuning_steps_per_trial=10"]
@@ -40,7 +40,7 @@ def test_the_best_hyperparameters_of_a_search_train_the_next_plain_run(trained, 
     workdir = tmp_path / "work"
     shutil.copytree(source / "data" / "training_sets", workdir / "data" / "training_sets")
 
-    tuning = run_pipeline(workdir, *TINY_SEARCH, *GATES_OPEN)
+    tuning = run_pipeline(workdir, *TINY_SEARCH, *GATES_OPEN, WITHOUT_SOURCES)
     best = {}
     for model in MODELS:
         used = tuning[model]["hyperparameters"]
@@ -53,7 +53,8 @@ def test_the_best_hyperparameters_of_a_search_train_the_next_plain_run(trained, 
         assert used["tuned"] == best[model]  # this run's Trainer already uses them
         assert tuning["component_seconds"][f"{model}_tuner"] > 0
 
-    plain = run_pipeline(workdir, *GATES_OPEN, "hyperparameters={ranking: {dropout: 0.25}}")
+    plain = run_pipeline(workdir, *GATES_OPEN, "hyperparameters={ranking: {dropout: 0.25}, "
+                                                 "retrieval: {candidate_sources: false}}")
     for model in MODELS:
         used = plain[model]["hyperparameters"]
         assert "search" not in used and f"{model}_tuner" not in plain["component_seconds"]
