@@ -9,10 +9,9 @@ import grpc
 import numpy as np
 
 from libs import candidate_index, feature_spec
-from libs.serving_client import predict_request, to_ndarray
+from libs.serving_client import predict_method, predict_request, to_ndarray
 from recsys.v1 import candidate_pb2, candidate_pb2_grpc
 from services.candidate.candidates import query_inputs
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.integration.helpers import catalog_items, newest_version, rated_items
 
 AT = 900_000_000  # the request's moment, the same for the service and the direct call
@@ -38,8 +37,7 @@ def model_top_k(stack, workdir, user: str, version: int, n: int) -> list[str]:
     for name, tensor in query_inputs(profile, rated, AT, n + len(rated)).items():
         request.inputs[name].CopyFrom(tensor)
     with grpc.insecure_channel(stack.address("services/model_server")) as channel:
-        found = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
-            request, timeout=10)
+        found = predict_method(channel)(request, timeout=10)
     ids = [i.decode() for i in to_ndarray(found.outputs["item_ids"])[0]]
     return [i for i in ids if i not in rated][:n]
 

@@ -62,8 +62,8 @@ def request(version=0, label="", signature="", **inputs):
     r.model_spec.signature_name = signature
     inputs = inputs or {"x": to_tensor_proto([1.0, 2.0], "float"),
                         "tag": to_tensor_proto(["a", "b"], "string")}
-    for k, v in inputs.items():
-        r.inputs[k].CopyFrom(v)
+    for k, v in inputs.items():  # our client's tensors, as TF Serving reads them
+        r.inputs[k].ParseFromString(v.SerializeToString())
     return r
 
 
