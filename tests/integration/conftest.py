@@ -63,6 +63,26 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def refused(trained):
+    """One run whose models break every gate: too little training to beat the last
+    blessed models, and fairness bounds no model meets (no group's recommendations match
+    its taste exactly, nor do two groups' RMSE; at 50% confidence the extreme groups' gap
+    is positive). Its summary, and the model repository's versions before and after."""
+    workdir, _ = trained
+    repo = workdir / "model_repo"
+
+    def versions() -> dict:
+        return {name: sorted(p.name for p in (repo / name).iterdir())
+                for name in ("retrieval", "ranking")}
+
+    before = versions()
+    summary = run_pipeline(workdir, WITHOUT_SOURCES, "retrieval_train_steps=1",
+                           "ranking_train_steps=1", "fairness_max_genre_gap=0",
+                           "fairness_max_rmse_difference=0", "fairness_confidence=0.5")
+    return summary, before, versions()
+
+
+@pytest.fixture(scope="session")
 def stack(trained):
     workdir, _ = trained
     # Generous timeouts: the suite checks behaviour on a shared, noisy 2-core machine;
