@@ -5,6 +5,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from libs import deletion_list
 from pipelines.data import movielens, synthetic
 from pipelines.data.dataset import Dataset
 
@@ -37,10 +38,15 @@ def landing(raw_dir: str | Path):
     new.rename(directory)
 
 
-def land(data: Dataset, raw_dir: str | Path) -> None:
+def land(data: Dataset, raw_dir: str | Path, erased: frozenset[str] = frozenset()) -> None:
     """Writes the three tables as the raw landing layout the feature job reads
-    (users.csv, items.csv, ratings.csv), replacing what landed before."""
+    (users.csv, items.csv, ratings.csv), replacing what landed before. `erased`: the
+    deletion list's digests (libs/deletion_list.py); those users' rows never land."""
+    users, ratings = data.users, data.ratings
+    if erased:
+        users = users[~users.user_id.astype(str).map(deletion_list.digest).isin(erased)]
+        ratings = ratings[ratings.user_id.isin(users.user_id)]
     with landing(raw_dir) as new:
-        data.users.to_csv(new / "users.csv", index=False)
+        users.to_csv(new / "users.csv", index=False)
         data.items.to_csv(new / "items.csv", index=False)
-        data.ratings.to_csv(new / "ratings.csv", index=False)
+        ratings.to_csv(new / "ratings.csv", index=False)

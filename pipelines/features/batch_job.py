@@ -8,6 +8,8 @@ events/*.csv (what the stream worker appends). With --data-dir or --synthetic, o
 nothing has landed yet, it first lands MovieLens (or generated data) there.
 Rows that are corrupt, outside the feature spec, duplicated or naming an unknown user or
 item go to `quarantine/` with the reason and are counted; they never reach the tables.
+Rows of users on the deletion list (<workdir>/privacy/, libs/deletion_list.py) are dropped
+and counted, before anything else reads them.
 Writes `<workdir>/features/tables/<table>/*.parquet` (and `ratings/`, the clean label
 events) into a new directory, swapped in only when the job succeeds: a failed run keeps
 the previous tables. The same code runs on Dataflow, Flink or Spark given their options.
@@ -75,11 +77,14 @@ def raw_files(raw_dir: Path) -> dict[str, list[str]]:
     return {name: [str(p) for p in paths] for name, paths in files.items()}
 
 
-def build(pipeline, files: dict[str, list[str]], out: Path) -> None:
-    """Wires the job; only plain functions from tables.py compute values."""
+def build(pipeline, files: dict[str, list[str]], out: Path,
+          erased: frozenset[str] = frozenset()) -> None:
+    """Wires the job; only plain functions from tables.py compute values. `erased`: the
+    deletion list's digests."""
     import apache_beam as beam
     from apache_beam.metrics import Metrics
 
+    from libs import deletion_list
     from pipelines.data.dataset import ITEM_COLUMNS, RATING_COLUMNS, USER_COLUMNS
     from pipelines.features import tables
 
@@ -99,9 +104,13 @@ def build(pipeline, files: dict[str, list[str]], out: Path) -> None:
         Metrics.counter("read", table).inc()
         try:
             values = next(csv.reader([line]))
+            fields = dict(zip(columns, values))
+            if erased and deletion_list.digest(fields.get("user_id", "")) in erased:
+                Metrics.counter("erased", table).inc()  # not even to quarantine
+                return
             if len(values) != len(columns):
                 raise tables.RowError("row", f"{len(values)} fields, expected {len(columns)}")
-            yield parser(dict(zip(columns, values)))
+            yield parser(fields)
         except tables.RowError as err:
             yield quarantine(table, err.field, str(err), source, line)
 
@@ -188,7 +197,7 @@ def build(pipeline, files: dict[str, list[str]], out: Path) -> None:
 def _counters(result) -> dict[str, dict[str, int]]:
     from apache_beam.metrics.metric import MetricsFilter
 
-    counts: dict[str, dict[str, int]] = {"read": {}, "quarantined": {}}
+    counts: dict[str, dict[str, int]] = {"read": {}, "quarantined": {}, "erased": {}}
     for counter in result.metrics().query(MetricsFilter())["counters"]:
         key = counter.key.metric
         if key.namespace in counts:
@@ -197,8 +206,10 @@ def _counters(result) -> dict[str, dict[str, int]]:
     return counts
 
 
-def run(raw_dir: Path, tables_dir: Path, beam_args: list[str] = (), progress=print) -> dict:
-    """Runs the job and swaps the new tables in; returns the report it writes."""
+def run(raw_dir: Path, tables_dir: Path, beam_args: list[str] = (), progress=print,
+        erased: frozenset[str] = frozenset()) -> dict:
+    """Runs the job and swaps the new tables in; returns the report it writes. `erased`:
+    the deletion list's digests."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -209,7 +220,7 @@ def run(raw_dir: Path, tables_dir: Path, beam_args: list[str] = (), progress=pri
     start = time.monotonic()
     options = PipelineOptions(["--runner=DirectRunner", *beam_args])
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, files, new)
+    build(pipeline, files, new, erased)
     result = pipeline.run()
     result.wait_until_finish()
     counts = _counters(result)
@@ -223,12 +234,15 @@ def run(raw_dir: Path, tables_dir: Path, beam_args: list[str] = (), progress=pri
     shutil.rmtree(old, ignore_errors=True)
     bad = sum(counts["quarantined"].values())
     by_field = f" {counts['quarantined']}" if bad else ""
-    progress(f"features: batch job read {counts['read']}, quarantined {bad}{by_field} "
-             f"({report['seconds']}s) -> {tables_dir}")
+    dropped = sum(counts["erased"].values())
+    erased_note = f", dropped {dropped} of erased users" if dropped else ""
+    progress(f"features: batch job read {counts['read']}, quarantined {bad}{by_field}"
+             f"{erased_note} ({report['seconds']}s) -> {tables_dir}")
     return report
 
 
 def main(argv=None) -> int:
+    from libs import deletion_list
     from pipelines.data import sources
     from pipelines.data.dataset import DataError
 
@@ -245,11 +259,12 @@ def main(argv=None) -> int:
         if args.data_dir or args.synthetic or not (raw_dir / RAW_TABLES["users"]).exists():
             users, items, ratings = args.synthetic_size
             data = sources.load(args.data_dir, args.synthetic, users, items, ratings)
-            sources.land(data, raw_dir)
+            sources.land(data, raw_dir, deletion_list.digests_in(args.workdir))
             print(f"data: landed {data.source}: {len(data.users):,} users, "
                   f"{len(data.items):,} items, {len(data.ratings):,} ratings -> {raw_dir}",
                   flush=True)
-        run(raw_dir, Path(args.workdir) / "features" / "tables", beam_args)
+        run(raw_dir, Path(args.workdir) / "features" / "tables", beam_args,
+            erased=deletion_list.digests_in(args.workdir))
     except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

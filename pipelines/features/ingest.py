@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from libs import config as config_lib, trends
+from libs import config as config_lib, deletion_list, trends
 from libs.feature_store import SUMMARY_FILE
 from libs.feature_store_config import FeatureStoreConfig, repo_config
 from pipelines.features import tables
@@ -49,7 +49,7 @@ def run_batch_job(workdir: str | Path, data=None, timeout: float = 3600) -> dict
 
     workdir = Path(workdir)
     if data is not None:
-        sources.land(data, workdir / "data" / "raw")
+        sources.land(data, workdir / "data" / "raw", deletion_list.digests_in(workdir))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [str(TRAINING_PYTHON), "-m", "pipelines.features.batch_job", "--workdir",

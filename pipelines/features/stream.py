@@ -14,8 +14,10 @@ worker had not acknowledged is read again. For each batch the worker
      pushes the new rows through the Feast push sources to the online store;
   3. appends the events to the offline log, <workdir>/data/raw/events/<first id>.csv
      (written whole, then renamed), which the next batch run reads;
-  4. acknowledges them. Delivery is at least once: a batch redelivered after a crash
-     rewrites the same log file and re-applies its updates.
+  4. acknowledges them. Events of users on the deletion list (libs/deletion_list.py)
+     are acknowledged and counted, never applied, logged or quarantined.
+Delivery is at least once: a batch redelivered after a crash rewrites the same log file
+and re-applies its updates.
 Freshness (stream arrival -> pushed online) is a Prometheus histogram on /metrics.
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pandas as pd
 from prometheus_client import Counter, Histogram
 
 from libs import config as config_lib
-from libs import log
+from libs import deletion_list, log
 from libs.feature_stream import DEFAULT_STREAM, publish, redis_client
 from libs.feature_store_config import FeatureStoreConfig
 from pipelines.data.dataset import RATING_COLUMNS
@@ -92,14 +94,19 @@ class Updater:
         self.store = store
         self.events_dir = Path(workdir) / "data" / "raw" / "events"
         self.quarantine_dir = Path(workdir) / "features" / "stream_quarantine"
+        self.erased = deletion_list.DeletionList(deletion_list.path_in(workdir))
         refs = {view: [f"{view}:{f.name}" for f in store.get_feature_view(view).features]
                 for view in ("user_activity", "user_rated_items", "item_popularity")}
         self.user_refs = refs["user_activity"] + refs["user_rated_items"] + ["user_profile:age"]
         self.item_refs = refs["item_popularity"] + ["item_profile:genres"]
 
-    def _parse(self, entries: list[tuple[str, dict]]) -> tuple[list[dict], list[dict]]:
-        good, bad = [], []
+    def _parse(self, entries: list[tuple[str, dict]]
+               ) -> tuple[list[dict], list[dict], int]:
+        good, bad, erased = [], [], 0
         for entry_id, fields in entries:
+            if str(fields.get("user_id", "")) in self.erased:
+                erased += 1
+                continue
             fields = {"timestamp": str(int(arrival_seconds(entry_id))), **fields}
             try:
                 good.append({**tables.parse_rating({c: fields.get(c) for c in RATING_COLUMNS}),
@@ -107,16 +114,18 @@ class Updater:
             except tables.RowError as err:
                 bad.append({"entry_id": entry_id, "event": fields, "field": err.field,
                             "reason": str(err)})
-        return good, bad
+        return good, bad, erased
 
     def _read(self, refs: list[str], key: str, ids: list[str]) -> dict[str, dict]:
+        if not ids:  # a batch of erased users' or unparsable events only
+            return {}
         columns = self.store.get_online_features(
             features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
         return {i: {name: values[row] for name, values in columns.items()}
                 for row, i in enumerate(ids)}
 
     def apply(self, entries: list[tuple[str, dict]]) -> dict:
-        events, bad = self._parse(entries)
+        events, bad, erased = self._parse(entries)
         users = self._read(self.user_refs, "user_id",
                            sorted({e["user_id"] for e in events}))
         items = self._read(self.item_refs, "item_id",
@@ -151,7 +160,8 @@ class Updater:
             self._quarantine(bad)
         EVENTS.labels("applied").inc(len(known))
         EVENTS.labels("quarantined").inc(len(bad))
-        return {"applied": len(known), "quarantined": len(bad)}
+        EVENTS.labels("erased").inc(erased)
+        return {"applied": len(known), "quarantined": len(bad), "erased": erased}
 
     def _append_log(self, events: list[dict]) -> None:
         self.events_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from libs import deletion_list
 from pipelines.data import sources, synthetic
 from pipelines.data.dataset import DataError
 from pipelines.features import batch_job
@@ -68,3 +69,18 @@ def test_a_failed_run_keeps_the_previous_tables(raw, tmp_path):
     with pytest.raises(DataError, match="items.csv: header"):
         batch_job.run(raw, out, progress=None)
     assert sorted(p.name for p in out.rglob("*.parquet")) == before
+
+
+def test_rows_of_erased_users_are_dropped_before_anything_reads_them(raw, tmp_path):
+    erased = str(DATA.users.user_id.iloc[0])  # has ratings and a duplicate profile row
+    out = tmp_path / "features" / "tables"
+    report = batch_job.run(raw, out, progress=None,
+                           erased=frozenset({deletion_list.digest(erased)}))
+    theirs = (int((DATA.ratings.user_id.astype(str) == erased).sum())
+              + sum(row.startswith(f"{erased},") for row in BAD_RATINGS))  # corrupt too
+    assert theirs > 0 and report["erased"] == {"users": 2, "ratings": theirs}
+    assert "users.user_id" not in report["quarantined"]  # the duplicate is not kept there
+    for table in ("user_profile", "user_activity", "user_rated_items", "ratings"):
+        assert erased not in set(pd.read_parquet(out / table).user_id), table
+    quarantine = "".join(p.read_text() for p in (out / "quarantine").glob("*.jsonl"))
+    assert f'"{erased},' not in quarantine
