@@ -140,7 +140,7 @@ class Stack:
                                 f"outcome_log_dir={self.workdir / 'outcomes'}",
                                 f"experiments_file={self.experiments_file()}",
                                 f"experiment_audit_log={self.workdir / 'experiments_audit.jsonl'}",
-                                *features],
+                                f"privacy_workdir={self.workdir}", *features],
         }[name]
         port, metrics_port = self.replica_ports[name][replica]
         return [f"port={port}", f"metrics_port={metrics_port}", *wiring,

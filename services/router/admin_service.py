@@ -53,6 +53,15 @@ def experiment_from_proto(message: experiments_pb2.Experiment) -> tuple[str, dic
     return message.layer, experiment
 
 
+def editor(tokens: AdminTokens, context) -> str:
+    """Who holds the call's `authorization: Bearer <token>`, if an editor (else an
+    AdminError with the status to answer)."""
+    metadata = dict(context.invocation_metadata() or ())
+    header = metadata.get("authorization", "")
+    token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+    return tokens.editor(token)
+
+
 class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
     def __init__(self, document: ExperimentDocument, source: ExperimentSource,
                  tokens: AdminTokens):
@@ -65,10 +74,7 @@ class ExperimentServicer(experiments_pb2_grpc.ExperimentServiceServicer):
             await context.abort(getattr(grpc.StatusCode, err.code), str(err))
 
     def _editor(self, context) -> str:
-        metadata = dict(context.invocation_metadata() or ())
-        header = metadata.get("authorization", "")
-        token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
-        return self.tokens.editor(token)
+        return editor(self.tokens, context)
 
     def _changed(self, version: str, layer: str, experiment: dict
                  ) -> experiments_pb2.ChangeResponse:

@@ -42,6 +42,10 @@ class RouterConfig(FeatureClientConfig):
     outcome_stream_ssl: bool = False
     outcome_stream: str = DEFAULT_STREAM
     outcome_publish_seconds: float = 0.5  # how often the publisher reads the log
+    # the workdir whose stores PrivacyService (a user's data exported or erased,
+    # docs/privacy.md) reaches besides the router's own logs, experiments, feature
+    # store and stream; empty: PrivacyService answers FAILED_PRECONDITION
+    privacy_workdir: str = ""
 
     def validate(self) -> None:
         super().validate()

@@ -179,6 +179,26 @@ class ExperimentDocument:
         return self._change(who, "shadow", "shadow", change, expected_version,
                             lambda doc: doc["shadow"])
 
+    def unpin(self, who: str, user: str) -> list[str]:
+        """Takes a user off every allowlist (an erasure): one change, audited without
+        the user's id. The keys of the experiments that pinned them."""
+        def change(doc):
+            pinned = []
+            for _, experiment in _all(doc):
+                if user in experiment.get("allowlist", {}):
+                    del experiment["allowlist"][user]
+                    pinned.append(experiment["key"])
+            return pinned
+        pinned = list(self.pinned(user))
+        if pinned:  # audited: which experiments pinned someone, not whom
+            self._change(who, "unpin", "allowlists", change, "", lambda doc: [])
+        return pinned
+
+    def pinned(self, user: str) -> dict[str, str]:
+        """experiment key -> arm, of the experiments whose allowlist names the user."""
+        return {e["key"]: e["allowlist"][user] for _, e in self.experiments()[1]
+                if user in e.get("allowlist", {})}
+
     def _experiment_change(self, who, action, key, change, expected_version):
         def after(doc):
             layer, experiment = _find(doc, key)

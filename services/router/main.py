@@ -11,12 +11,13 @@ from libs import config as config_lib, grpc_server, service
 from libs.experiments import ExperimentSource
 from libs.feature_store import open_popular
 from recsys.v1 import (candidate_pb2_grpc, experiments_pb2_grpc, outcomes_pb2_grpc,
-                       ranking_pb2_grpc, recommend_pb2_grpc)
+                       privacy_pb2_grpc, ranking_pb2_grpc, recommend_pb2_grpc)
 from services.router.admin_service import ExperimentServicer
 from services.router.config import RouterConfig
 from services.router.experiment_admin import AdminTokens, ExperimentDocument
 from services.router.exposure_log import ExposureLog
 from services.router import outcome_service
+from services.router.privacy_service import PrivacyServicer, privacy_config
 from services.router.recommender import InvalidRequest, Recommender
 from services.router.shadow import ShadowRunner
 
@@ -65,8 +66,10 @@ async def serve(config: RouterConfig) -> None:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(admin, server)
         outcomes_pb2_grpc.add_OutcomeServiceServicer_to_server(
             outcome_service.OutcomeServicer(recorder), server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(
+            PrivacyServicer(privacy_config(config), tokens), server)
         return ["recsys.v1.RecommendService", "recsys.v1.ExperimentService",
-                "recsys.v1.OutcomeService"]
+                "recsys.v1.OutcomeService", "recsys.v1.PrivacyService"]
 
     server = await grpc_server.start("router", register, config.host, config.port,
                                      config.metrics_port, config.grace_seconds)

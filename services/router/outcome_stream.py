@@ -97,6 +97,8 @@ class OutcomePublisher:
         pipe = self.client.pipeline(transaction=False)
         queued = 0
         for line in lines:
+            if not line.strip():  # a record erased in place (pipelines/privacy)
+                continue
             try:
                 event = json.loads(line)
                 if event["type"] != "rating":
