@@ -55,7 +55,7 @@ test-training:  ## unit tests of the pipeline's module files (training environme
 	$(TRAINING_PY) -m pytest tests/training -q -p no:cacheprovider
 
 test-integration:  ## train small models through TFX, start all four processes, call them
-	$(SERVING_PY) -m pytest tests/integration -q --durations=15
+	$(SERVING_PY) -m pytest tests/integration -q --durations=30
 
 loadtest: setup  ## Locust against the whole stack on 127.0.0.1 (bounded), prints RPS and latency
 	@test -n "$$(ls $(WORKDIR)/model_repo/*/*/saved_model.pb 2>/dev/null)" || $(MAKE) train
