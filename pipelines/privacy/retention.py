@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from libs import config as config_lib
+from services.router.outcome_stream import CHECKPOINTS  # the publisher's offset files
 
 DAY = 86400
 FILE_DAY = re.compile(r"-(\d{4}-\d{2}-\d{2})-")  # the router's <prefix>-<day>-<host>-<pid>
-PUBLISHED = ".published"  # the outcome publisher's offsets (services/router/outcome_stream)
 
 
 @dataclass
@@ -93,7 +93,7 @@ def enforce(config, now: float | None = None, dry_run: bool = False,
         if not dry_run:
             for path in old:
                 path.unlink(missing_ok=True)
-                (path.parent / PUBLISHED / path.name).unlink(missing_ok=True)
+                (path.parent / CHECKPOINTS / path.name).unlink(missing_ok=True)
         deleted[kind] = len(old)
     old = old_event_logs(Path(config.workdir) / "data" / "raw" / "events", rules.event_log,
                          now)

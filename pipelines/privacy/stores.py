@@ -32,21 +32,20 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from libs import files
 
 USER_KEY = "user_id"
 
 
-class Store:
-    """A place holding user data; `name` says which (a dataclass field of each)."""
+class Store(Protocol):
+    """A place holding user data; `name` says which."""
+    name: str
 
-    def export(self, user: str) -> list[dict]:
-        raise NotImplementedError
+    def export(self, user: str) -> list[dict]: ...
 
-    def erase(self, user: str) -> int:
-        raise NotImplementedError
+    def erase(self, user: str) -> int: ...
 
 
 def _csv_user(line: str, column: int) -> str | None:
